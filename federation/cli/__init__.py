@@ -1,0 +1,1 @@
+"""The ``hashfed`` command line."""
