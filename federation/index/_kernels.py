@@ -1,0 +1,169 @@
+"""Compiled inner loops of the PDQ index (numba), with the flag that says whether they exist.
+
+The probe-and-verify loop of multi-index hashing touches a few thousand buckets and candidates
+per query; in numpy each step is a separate array pass with temporaries, compiled it is one
+tight loop whose cache misses the CPU overlaps.  Everything here is optional: when numba is not
+importable ``HAVE_NUMBA`` is False and :mod:`federation.index.pdq` uses its numpy path, which
+returns exactly the same results.
+
+Hashes are ``(n, 4)`` uint64 rows (the 32 hash bytes viewed as four native words).  A chunk is
+a bit range ``[start, start + width)`` of that 256-bit row, ``width <= 32``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numpy as np
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+try:  # pragma: no cover - exercised by whichever environment runs the tests
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    numba = None
+    HAVE_NUMBA = False
+
+
+def _jit(fn: F) -> F:
+    """``numba.njit`` (cached, GIL released so batch threads run in parallel) or identity."""
+    if numba is None:  # pragma: no cover
+        return fn
+    return cast(F, numba.njit(cache=True, nogil=True)(fn))
+
+
+@_jit
+def _popcount64(x: Any) -> Any:
+    # The SWAR idiom below is recognised by LLVM and compiled to a single POPCNT instruction.
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@_jit
+def _chunk(row: Any, start: int, width: int) -> Any:
+    """Bits ``[start, start + width)`` of a 4-word row as an unsigned integer."""
+    w = start >> 6
+    sh = start & 63
+    v = row[w] >> np.uint64(sh)
+    if sh + width > 64:
+        v |= row[w + 1] << np.uint64(64 - sh)
+    return v & np.uint64((1 << width) - 1)
+
+
+@_jit
+def query_segment(
+    words: Any,
+    alive: Any,
+    q: Any,
+    r: int,
+    radii: Any,
+    starts: Any,
+    widths: Any,
+    prefix_bits: int,
+    offsets: Any,
+    postings: Any,
+    suffixes: Any,
+    masks: Any,
+    mask_pop: Any,
+    n_masks_for: Any,
+    out_rows: Any,
+    out_dist: Any,
+    n_out: int,
+) -> int:
+    """Probe one segment's chunk tables for query ``q``; append hits; return the new count.
+
+    A row is reported once, by the first chunk (in chunk order) on which it is within that
+    chunk's probe radius, so no candidate set or dedupe pass is needed.  Returns ``-1`` when
+    the output buffers are full (the caller grows them and retries).
+    """
+    m = starts.shape[0]
+    for c in range(m):
+        rc = radii[c]
+        if rc < 0:
+            continue
+        width = widths[c]
+        s = width - prefix_bits
+        key = _chunk(q, starts[c], width)
+        qp = key >> np.uint64(s)
+        qs = key & np.uint64((1 << s) - 1)
+        for t in range(n_masks_for[rc]):
+            lim = rc - mask_pop[t]
+            bucket = qp ^ masks[t]
+            lo = offsets[c, bucket]
+            hi = offsets[c, bucket + np.uint64(1)]
+            for j in range(lo, hi):
+                if _popcount64(np.uint64(suffixes[c, j]) ^ qs) > lim:
+                    continue
+                row = postings[c, j]
+                if not alive[row]:
+                    continue
+                d = 0
+                for k in range(4):
+                    d += _popcount64(words[row, k] ^ q[k])
+                if d > r:
+                    continue
+                dup = False
+                for c2 in range(c):
+                    rc2 = radii[c2]
+                    if rc2 >= 0:
+                        a = _chunk(words[row], starts[c2], widths[c2])
+                        b = _chunk(q, starts[c2], widths[c2])
+                        if _popcount64(a ^ b) <= rc2:
+                            dup = True
+                            break
+                if dup:
+                    continue
+                if n_out >= out_rows.shape[0]:
+                    return -1
+                out_rows[n_out] = row
+                out_dist[n_out] = d
+                n_out += 1
+    return n_out
+
+
+@_jit
+def scan_rows(
+    words: Any, alive: Any, lo: int, hi: int, q: Any, r: int, out_rows: Any, out_dist: Any, n_out: int
+) -> int:
+    """Brute-force rows ``[lo, hi)`` (the side buffer, or everything for radii past the
+    multi-index bound); same output contract as :func:`query_segment`."""
+    q0 = q[0]
+    q1 = q[1]
+    q2 = q[2]
+    q3 = q[3]
+    for row in range(lo, hi):
+        d = (
+            _popcount64(words[row, 0] ^ q0)
+            + _popcount64(words[row, 1] ^ q1)
+            + _popcount64(words[row, 2] ^ q2)
+            + _popcount64(words[row, 3] ^ q3)
+        )
+        if d <= r and alive[row]:
+            if n_out >= out_rows.shape[0]:
+                return -1
+            out_rows[n_out] = row
+            out_dist[n_out] = d
+            n_out += 1
+    return n_out
+
+
+@_jit
+def counting_sort(prefix: Any, n_buckets: int, order: Any) -> Any:
+    """Stable counting sort of ``prefix`` (values < n_buckets): fills ``order`` with the
+    permutation and returns the CSR offsets (length n_buckets + 1)."""
+    offsets = np.zeros(n_buckets + 1, dtype=np.uint32)
+    for i in range(prefix.shape[0]):
+        offsets[prefix[i] + 1] += 1
+    for b in range(n_buckets):
+        offsets[b + 1] += offsets[b]
+    fill = offsets[:-1].copy()
+    for i in range(prefix.shape[0]):
+        p = prefix[i]
+        order[fill[p]] = i
+        fill[p] += 1
+    return offsets
