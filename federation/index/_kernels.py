@@ -19,6 +19,7 @@ import numpy as np
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+numba: Any
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     import numba
 
@@ -71,17 +72,23 @@ def query_segment(
     masks: Any,
     mask_pop: Any,
     n_masks_for: Any,
+    scratch: Any,
     out_rows: Any,
     out_dist: Any,
     n_out: int,
 ) -> int:
     """Probe one segment's chunk tables for query ``q``; append hits; return the new count.
 
-    A row is reported once, by the first chunk (in chunk order) on which it is within that
-    chunk's probe radius, so no candidate set or dedupe pass is needed.  Returns ``-1`` when
-    the output buffers are full (the caller grows them and retries).
+    Two phases: collect candidate rows (bucket walk filtered on the inline suffix), then verify
+    them in a separate tight loop, whose independent loads the CPU overlaps far better than
+    loads interleaved with the unpredictable suffix branches.  A row is reported once, by the
+    first chunk on which it is within that chunk's probe radius, so there is no dedupe pass.
+    Returns ``-1`` when ``scratch`` or the output buffers are full (the caller grows and
+    retries).
     """
     m = starts.shape[0]
+    n_cand = 0
+    cap = scratch.shape[1]
     for c in range(m):
         rc = radii[c]
         if rc < 0:
@@ -97,38 +104,57 @@ def query_segment(
             lo = offsets[c, bucket]
             hi = offsets[c, bucket + np.uint64(1)]
             for j in range(lo, hi):
-                if _popcount64(np.uint64(suffixes[c, j]) ^ qs) > lim:
-                    continue
-                row = postings[c, j]
-                if not alive[row]:
-                    continue
-                d = 0
-                for k in range(4):
-                    d += _popcount64(words[row, k] ^ q[k])
-                if d > r:
-                    continue
-                dup = False
-                for c2 in range(c):
-                    rc2 = radii[c2]
-                    if rc2 >= 0:
-                        a = _chunk(words[row], starts[c2], widths[c2])
-                        b = _chunk(q, starts[c2], widths[c2])
-                        if _popcount64(a ^ b) <= rc2:
-                            dup = True
-                            break
-                if dup:
-                    continue
-                if n_out >= out_rows.shape[0]:
-                    return -1
-                out_rows[n_out] = row
-                out_dist[n_out] = d
-                n_out += 1
+                if _popcount64(np.uint64(suffixes[c, j]) ^ qs) <= lim:
+                    if n_cand >= cap:
+                        return -1
+                    scratch[0, n_cand] = postings[c, j]
+                    scratch[1, n_cand] = c
+                    n_cand += 1
+    q0 = q[0]
+    q1 = q[1]
+    q2 = q[2]
+    q3 = q[3]
+    for i in range(n_cand):
+        row = scratch[0, i]
+        d = (
+            _popcount64(words[row, 0] ^ q0)
+            + _popcount64(words[row, 1] ^ q1)
+            + _popcount64(words[row, 2] ^ q2)
+            + _popcount64(words[row, 3] ^ q3)
+        )
+        if d > r or not alive[row]:
+            continue
+        c = scratch[1, i]
+        dup = False
+        for c2 in range(c):
+            rc2 = radii[c2]
+            if rc2 >= 0:
+                a = _chunk(words[row], starts[c2], widths[c2])
+                b = _chunk(q, starts[c2], widths[c2])
+                if _popcount64(a ^ b) <= rc2:
+                    dup = True
+                    break
+        if dup:
+            continue
+        if n_out >= out_rows.shape[0]:
+            return -1
+        out_rows[n_out] = row
+        out_dist[n_out] = d
+        n_out += 1
     return n_out
 
 
 @_jit
 def scan_rows(
-    words: Any, alive: Any, lo: int, hi: int, q: Any, r: int, out_rows: Any, out_dist: Any, n_out: int
+    words: Any,
+    alive: Any,
+    lo: int,
+    hi: int,
+    q: Any,
+    r: int,
+    out_rows: Any,
+    out_dist: Any,
+    n_out: int,
 ) -> int:
     """Brute-force rows ``[lo, hi)`` (the side buffer, or everything for radii past the
     multi-index bound); same output contract as :func:`query_segment`."""
@@ -167,3 +193,64 @@ def counting_sort(prefix: Any, n_buckets: int, order: Any) -> Any:
         order[fill[p]] = i
         fill[p] += 1
     return offsets
+
+
+@_jit
+def query_segment_batch(
+    words: Any,
+    alive: Any,
+    queries: Any,
+    r: int,
+    radii: Any,
+    starts: Any,
+    widths: Any,
+    prefix_bits: int,
+    offsets: Any,
+    postings: Any,
+    suffixes: Any,
+    masks: Any,
+    mask_pop: Any,
+    n_masks_for: Any,
+    scratch: Any,
+    out_q: Any,
+    out_rows: Any,
+    out_dist: Any,
+) -> int:
+    """:func:`query_segment` over many queries in one call (no Python between queries);
+    ``out_q`` gets the query number of each hit.  Returns the hit count or ``-1``."""
+    n_out = 0
+    for i in range(queries.shape[0]):
+        got = query_segment(
+            words, alive, queries[i], r, radii, starts, widths, prefix_bits, offsets,
+            postings, suffixes, masks, mask_pop, n_masks_for, scratch, out_rows, out_dist, n_out,
+        )  # fmt: skip
+        if got < 0:
+            return -1
+        for k in range(n_out, got):
+            out_q[k] = i
+        n_out = got
+    return n_out
+
+
+@_jit
+def scan_rows_batch(
+    words: Any,
+    alive: Any,
+    lo: int,
+    hi: int,
+    queries: Any,
+    r: int,
+    out_q: Any,
+    out_rows: Any,
+    out_dist: Any,
+) -> int:
+    """:func:`scan_rows` over many queries in one call."""
+    n_out = 0
+    for i in range(queries.shape[0]):
+        got = scan_rows(words, alive, lo, hi, queries[i], r, out_rows, out_dist, n_out)
+        if got < 0:
+            return -1
+        for k in range(n_out, got):
+            out_q[k] = i
+        n_out = got
+    return n_out

@@ -39,6 +39,7 @@ MIH_MAX_RADIUS = len(CHUNK_WIDTHS) * (MAX_CHUNK_RADIUS + 1) - 1
 assert sum(CHUNK_WIDTHS) == 256
 
 
+@cache
 def chunk_radii(radius: int) -> npt.NDArray[np.int64]:
     """Per-chunk probe radii for a query radius: the cheapest allocation with
     ``sum(r_i + 1) == radius + 1``.
@@ -56,11 +57,14 @@ def chunk_radii(radius: int) -> npt.NDArray[np.int64]:
                 break
             radii[c] += 1
             units -= 1
+    radii.flags.writeable = False
     return radii
 
 
 @cache
-def probe_masks(prefix_bits: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def probe_masks(
+    prefix_bits: int,
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """XOR masks over ``prefix_bits`` bits with weight ≤ MAX_CHUNK_RADIUS, ordered by weight.
 
     Returns ``(masks, weights, n_masks_for)`` where the first ``n_masks_for[k]`` masks are
@@ -99,9 +103,11 @@ def chunk_keys(words: npt.NDArray[np.uint64], start: int, width: int) -> npt.NDA
 def popcount_rows(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
     """Set bits per row of an ``(n, k)`` uint64 array (numpy ≥ 2 has a ufunc; else a table)."""
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+        counts: npt.NDArray[np.int64] = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+        return counts
     as_bytes = np.ascontiguousarray(x).view(np.uint8).reshape(x.shape[0], -1)  # pragma: no cover
-    return _BYTE_POP[as_bytes].sum(axis=1, dtype=np.int64)  # pragma: no cover
+    table: npt.NDArray[np.int64] = _BYTE_POP[as_bytes].sum(axis=1, dtype=np.int64)
+    return table  # pragma: no cover
 
 
 def popcount(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:

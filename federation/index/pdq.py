@@ -222,16 +222,25 @@ class PdqIndex:
     def query_batch(
         self, queries: HashInput | Sequence[str | bytes], max_distance: int | None = None
     ) -> list[Hits]:
-        """:meth:`query` for many hashes, spread over ``threads`` threads (GIL released)."""
+        """:meth:`query` for many hashes: one compiled call per block, blocks spread over
+        ``threads`` threads (the kernels release the GIL)."""
         words = pdq_words(queries)
         r = self._check_radius(self.radius_default if max_distance is None else max_distance)
         n = words.shape[0]
         if n < 2 * self.threads or self.threads == 1:
-            return [self._query_one(words[i], r) for i in range(n)]
-        parts = np.array_split(np.arange(n), self.threads)
-        with ThreadPoolExecutor(self.threads) as pool:
-            chunks = pool.map(lambda idx: [self._query_one(words[i], r) for i in idx], parts)
-            return [hit for part in chunks for hit in part]
+            qidx, rows, dist = self._search(words, r)
+        else:
+            bounds = np.linspace(0, n, self.threads + 1).astype(np.int64).tolist()
+            blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
+            with ThreadPoolExecutor(self.threads) as pool:
+                parts = list(pool.map(lambda ab: self._search(words[ab[0] : ab[1]], r), blocks))
+            qidx = np.concatenate([p[0] + a for p, (a, _) in zip(parts, blocks, strict=True)])
+            rows = np.concatenate([p[1] for p in parts])
+            dist = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((rows, dist, qidx))
+        qidx, rows, dist = qidx[order], rows[order], dist[order]
+        cuts = np.searchsorted(qidx, np.arange(n + 1)).tolist()
+        return [Hits(rows[a:b], dist[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
     def query_dihedral(
         self, variants: HashInput | Sequence[str | bytes], max_distance: int | None = None
@@ -253,62 +262,87 @@ class PdqIndex:
         order = np.lexsort((ids, dist))
         return Hits(ids[order], dist[order], tr[order])
 
-    def _query_one(self, q: npt.NDArray[np.uint64], r: int) -> Hits:
-        q = np.ascontiguousarray(q)
-        side_lo = self._side_lo()
+    def _search(
+        self, queries: npt.NDArray[np.uint64], r: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """All hits of a block of queries as unsorted (query number, row, distance) arrays."""
+        if not self.use_numba:
+            found = [self._search_numpy(queries[i], r) for i in range(queries.shape[0])]
+            qidx = np.concatenate([np.full(f[0].shape[0], i) for i, f in enumerate(found)])
+            rows = np.concatenate([f[0] for f in found])
+            dist = np.concatenate([f[1] for f in found])
+            return qidx.astype(np.int64), rows, dist
+        side_lo = 0 if r > MIH_MAX_RADIUS else self._side_lo()
+        parts = [] if r > MIH_MAX_RADIUS else [self._probe(s, queries, r) for s in self._segments]
+        parts.append(self._scan_batch(queries, r, side_lo, self._n))
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
+
+    def _search_numpy(
+        self, q: npt.NDArray[np.uint64], r: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         if r > MIH_MAX_RADIUS:
-            rows, dist = self._scan(q, r, 0, self._n)
-        else:
-            radii = chunk_radii(r)
-            parts = [self._probe(seg, q, r, radii) for seg in self._segments]
-            parts.append(self._scan(q, r, side_lo, self._n))
-            rows = np.concatenate([p[0] for p in parts])
-            dist = np.concatenate([p[1] for p in parts])
-        order = np.lexsort((rows, dist))
-        return Hits(rows[order], dist[order])
+            return self._scan(q, r, 0, self._n)
+        radii = chunk_radii(r)
+        parts = [
+            query_segment_numpy(s, self._words, self._alive, q, r, radii) for s in self._segments
+        ]
+        parts.append(self._scan(q, r, self._side_lo(), self._n))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _probe(
-        self, seg: Segment, q: npt.NDArray[np.uint64], r: int, radii: npt.NDArray[np.int64]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        if not self.use_numba:
-            return query_segment_numpy(seg, self._words, self._alive, q, r, radii)
+        self, seg: Segment, queries: npt.NDArray[np.uint64], r: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
-        cap = 256
+        radii = chunk_radii(r)
+        scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
         while True:
+            scratch = np.empty((2, scratch_cap), dtype=np.int64)
+            out_q = np.empty(cap, dtype=np.int64)
             out_rows = np.empty(cap, dtype=np.int64)
             out_dist = np.empty(cap, dtype=np.int64)
-            got = _kernels.query_segment(
-                self._words, self._alive, q, r, radii, _STARTS, _WIDTHS, seg.prefix_bits,
+            got = _kernels.query_segment_batch(
+                self._words, self._alive, queries, r, radii, _STARTS, _WIDTHS, seg.prefix_bits,
                 seg.offsets, seg.postings, seg.suffixes, masks, weights, n_masks_for,
-                out_rows, out_dist, 0,
+                scratch, out_q, out_rows, out_dist,
             )  # fmt: skip
             if got >= 0:
-                return out_rows[:got], out_dist[:got]
+                return out_q[:got], out_rows[:got], out_dist[:got]
+            # Cannot tell which buffer overflowed; growing both is cheap and rare.
+            scratch_cap *= 8
+            cap *= 8
+
+    def _scan_batch(
+        self, queries: npt.NDArray[np.uint64], r: int, lo: int, hi: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        cap = max(256, 4 * queries.shape[0])
+        while True:
+            out_q = np.empty(cap, dtype=np.int64)
+            out_rows = np.empty(cap, dtype=np.int64)
+            out_dist = np.empty(cap, dtype=np.int64)
+            got = _kernels.scan_rows_batch(
+                self._words, self._alive, lo, hi, queries, r, out_q, out_rows, out_dist
+            )
+            if got >= 0:
+                return out_q[:got], out_rows[:got], out_dist[:got]
             cap *= 8
 
     def _scan(
         self, q: npt.NDArray[np.uint64], r: int, lo: int, hi: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        if not self.use_numba:
-            rows_out: list[npt.NDArray[np.int64]] = []
-            dist_out: list[npt.NDArray[np.int64]] = []
-            for a in range(lo, hi, 1 << 18):
-                b = min(hi, a + (1 << 18))
-                d = popcount_rows(self._words[a:b] ^ q.reshape(1, -1))
-                keep = np.flatnonzero((d <= r) & self._alive[a:b])
-                rows_out.append(keep + a)
-                dist_out.append(d[keep])
-            if not rows_out:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-            return np.concatenate(rows_out), np.concatenate(dist_out)
-        cap = 256
-        while True:
-            out_rows = np.empty(cap, dtype=np.int64)
-            out_dist = np.empty(cap, dtype=np.int64)
-            got = _kernels.scan_rows(self._words, self._alive, lo, hi, q, r, out_rows, out_dist, 0)
-            if got >= 0:
-                return out_rows[:got], out_dist[:got]
-            cap *= 8
+        """Vectorised brute force over rows ``[lo, hi)`` in cache-sized blocks (numpy path)."""
+        rows_out = [np.empty(0, dtype=np.int64)]
+        dist_out = [np.empty(0, dtype=np.int64)]
+        for a in range(lo, hi, 1 << 16):
+            b = min(hi, a + (1 << 16))
+            d = popcount_rows(self._words[a:b] ^ q.reshape(1, -1))
+            keep = np.flatnonzero((d <= r) & self._alive[a:b])
+            rows_out.append(keep + a)
+            dist_out.append(d[keep])
+        return np.concatenate(rows_out), np.concatenate(dist_out)
 
 
 _STARTS = np.array(CHUNK_STARTS, dtype=np.int64)
