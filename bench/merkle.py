@@ -112,10 +112,10 @@ def run(quick: bool) -> None:
     rows.append(("verify_consistency", n_proofs, _timed(verify_all_consistency)))
 
     print(f"tree of {n:,} leaves; floor = {1 / floor:,.0f} node hashes/s")
-    print(f"{'operation':<26} {'ops':>10} {'ops/s':>12} {'µs/op':>9} {'cost':>8}")
+    print(f"{'operation':<28} {'ops':>10} {'ops/s':>12} {'µs/op':>9} {'cost':>8}")
     for name, ops, seconds in rows:
         per_op = seconds / ops
         print(
-            f"{name:<26} {ops:>10,} {ops / seconds:>12,.0f} {per_op * 1e6:>9.2f}"
+            f"{name:<28} {ops:>10,} {ops / seconds:>12,.0f} {per_op * 1e6:>9.2f}"
             f" {per_op / floor:>7.1f}h"
         )
