@@ -265,13 +265,9 @@ def test_known_keys_sharing_a_name_are_told_apart_by_key_id() -> None:
     assert verify_note(note, [LOG.public, LOG.public]) == (LOG.public,)
 
 
-_TEXT_CHARS = st.characters(
-    blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, range(0x20)))
-)
+_TEXT_CHARS = st.characters(codec="utf-8", exclude_characters="".join(map(chr, range(0x20))))
 _NAME = st.text(
-    st.characters(blacklist_categories=("Cs",), min_codepoint=0x21).filter(
-        lambda c: not c.isspace() and c != "+"
-    ),
+    st.characters(codec="utf-8", min_codepoint=0x21).filter(lambda c: not c.isspace() and c != "+"),
     min_size=1,
     max_size=20,
 )
