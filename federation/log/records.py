@@ -1,0 +1,57 @@
+"""Rows of the ``entries`` table from signed entries, and back.
+
+The leaf bytes are the only source of truth; the other columns are derived from them here, in
+one place, for the match index and for lookups by signal or target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from federation.core.canonical import canonical_json
+from federation.core.entries import Opinion, Retraction, SignedEntry, Submission
+from federation.core.signals import PdqSignal
+
+
+def entry_row(
+    origin: str, index: int, signed: SignedEntry, leaf: bytes, leaf_hash: bytes
+) -> dict[str, Any]:
+    """The ``entries`` row for ``signed`` stored at ``index`` of log ``origin``."""
+    entry = signed.entry
+    row: dict[str, Any] = {
+        "origin": origin,
+        "idx": index,
+        "member_id": entry.origin,
+        "entry_id": entry.id,
+        "kind": entry.kind,
+        "created": entry.created,
+        "leaf": leaf,
+        "leaf_hash": leaf_hash,
+        "signal_kind": None,
+        "signal_value": None,
+        "labels": None,
+        "target_origin": None,
+        "target_index": None,
+        "verdict": None,
+    }
+    if isinstance(entry, Submission):
+        row["signal_kind"] = entry.signal.kind
+        row["signal_value"] = entry.signal.value
+        row["labels"] = canonical_json(entry.labels.model_dump(mode="json")).decode()
+    elif isinstance(entry, Retraction):
+        row["target_origin"] = entry.target.origin
+        row["target_index"] = entry.target.index
+        row["verdict"] = entry.reason
+    elif isinstance(entry, Opinion):
+        row["target_origin"] = entry.target.origin
+        row["target_index"] = entry.target.index
+        row["verdict"] = entry.verdict
+    return row
+
+
+def pdq_quality(signed: SignedEntry) -> int | None:
+    """Quality of a PDQ submission, else None."""
+    entry = signed.entry
+    if isinstance(entry, Submission) and isinstance(entry.signal, PdqSignal):
+        return entry.signal.quality
+    return None

@@ -1,0 +1,126 @@
+"""Database-backed Merkle tree access for any log (ours or a mirror).
+
+The pure functions in :mod:`federation.core.tlog` ask a synchronous ``HashReader`` for one
+batch of positions that depends only on the tree shape, never on hash values.  We exploit
+that: run the function once with a recording reader to learn the positions, fetch them in one
+SELECT, and run it again with the real hashes.  Hashes written earlier in the same transaction
+but not yet visible to a fresh read are supplied through ``overlay``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from federation.core import tlog
+from federation.core.tlog import HashReader
+from federation.errors import StorageError
+from federation.store.schema import tree_hashes
+
+T = TypeVar("T")
+_PLACEHOLDER = b"\x00" * 32
+
+
+async def fetch_hashes(
+    conn: AsyncConnection, origin: str, positions: Sequence[int]
+) -> dict[int, bytes]:
+    """Stored hashes of ``origin`` at ``positions`` (missing ones are simply absent)."""
+    wanted = sorted(set(positions))
+    found: dict[int, bytes] = {}
+    for start in range(0, len(wanted), 900):  # stay under SQLite's bound-parameter limit
+        chunk = wanted[start : start + 900]
+        rows = await conn.execute(
+            select(tree_hashes.c.position, tree_hashes.c.hash).where(
+                tree_hashes.c.origin == origin, tree_hashes.c.position.in_(chunk)
+            )
+        )
+        found.update({int(pos): bytes(h) for pos, h in rows})
+    return found
+
+
+async def run_with_hashes(
+    conn: AsyncConnection,
+    origin: str,
+    compute: Callable[[HashReader], T],
+    overlay: Mapping[int, bytes] | None = None,
+) -> T:
+    """Run a pure tree function against the stored hashes of ``origin`` (see module doc)."""
+    needed: list[int] = []
+
+    def record(positions: Sequence[int], /) -> Sequence[bytes]:
+        needed.extend(positions)
+        return [_PLACEHOLDER] * len(positions)
+
+    compute(record)
+    if not needed:
+        return compute(record)
+    overlay = overlay or {}
+    lookup = dict(overlay)
+    lookup.update(await fetch_hashes(conn, origin, [p for p in needed if p not in overlay]))
+
+    def read(positions: Sequence[int], /) -> Sequence[bytes]:
+        try:
+            return [lookup[p] for p in positions]
+        except KeyError as exc:
+            raise StorageError(
+                f"tree hash {exc.args[0]} of {origin} is missing from storage",
+                code="tree_hash_missing",
+            ) from None
+
+    return compute(read)
+
+
+async def tree_root(conn: AsyncConnection, origin: str, size: int) -> bytes:
+    """RFC 9162 root of the first ``size`` leaves of ``origin``."""
+    return await run_with_hashes(conn, origin, lambda read: tlog.tree_root(size, read))
+
+
+async def inclusion_proof(conn: AsyncConnection, origin: str, index: int, size: int) -> list[bytes]:
+    """Inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+    return await run_with_hashes(conn, origin, lambda read: tlog.inclusion_proof(index, size, read))
+
+
+async def consistency_proof(
+    conn: AsyncConnection, origin: str, size1: int, size2: int
+) -> list[bytes]:
+    """Consistency proof from ``size1`` to ``size2``."""
+    return await run_with_hashes(
+        conn, origin, lambda read: tlog.consistency_proof(size1, size2, read)
+    )
+
+
+async def append_leaf_hashes(
+    conn: AsyncConnection, origin: str, size: int, leaf_hashes: Sequence[bytes]
+) -> tuple[int, bytes]:
+    """Store the tree hashes for appending ``leaf_hashes`` to a tree of ``size`` leaves.
+
+    Returns the new size and root.  Reads at most O(log n) stored hashes per leaf, in batches,
+    and writes every new hash in one multi-row INSERT; the caller owns the transaction.
+    """
+    # The hashes any append can need are the perfect subtrees tiling [0, size): exactly what
+    # the root of the current tree reads.  Fetch them once, then the loop runs from memory.
+    frontier: list[int] = []
+
+    def record(positions: Sequence[int], /) -> Sequence[bytes]:
+        frontier.extend(positions)
+        return [_PLACEHOLDER] * len(positions)
+
+    tlog.tree_root(size, record)
+    known = await fetch_hashes(conn, origin, frontier)
+    written: dict[int, bytes] = {}
+    n = size
+    for leaf in leaf_hashes:
+        pairs = tlog.hashes_to_store(n, leaf, lambda ps: [written.get(p) or known[p] for p in ps])
+        written.update(pairs)
+        n += 1
+    overlay = written
+    if overlay:
+        await conn.execute(
+            tree_hashes.insert(),
+            [{"origin": origin, "position": p, "hash": h} for p, h in sorted(overlay.items())],
+        )
+    root = await run_with_hashes(conn, origin, lambda read: tlog.tree_root(n, read), overlay)
+    return n, root
