@@ -18,11 +18,12 @@ single error middleware turns them into JSON.  Routes read the caller from
 from __future__ import annotations
 
 import heapq
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from federation.core.httpsig import (
@@ -277,8 +278,6 @@ def require_role(principal: Principal, role: str) -> None:
 
 
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def request_view(request: web.Request, body: bytes) -> RequestView:
@@ -307,6 +306,7 @@ def auth_middleware(
     principals are refused with 403 ``member_suspended``.  Failures are raised, not rendered.
     """
 
+    @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_public(request):
             return await handler(request)
