@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,13 +33,16 @@ def _malformed(reason: str) -> VerificationError:
     return VerificationError(f"malformed signed note: {reason}", code="malformed_note")
 
 
+# Characters a note may not hold: ASCII controls except newline, and lone surrogates (a str
+# holding one cannot be UTF-8 encoded, so it is not valid UTF-8 on the wire).
+_FORBIDDEN = re.compile("[\x00-\x09\x0b-\x1f\ud800-\udfff]")
+
+
 def _check_no_controls(text: str, what: str) -> None:
-    """C2SP: no ASCII control characters (below U+0020) other than newline, valid UTF-8."""
-    for ch in text:
-        if ch < " " and ch != "\n":
-            raise _malformed(f"{what} contains control character U+{ord(ch):04X}")
-        if "\ud800" <= ch <= "\udfff":
-            raise _malformed(f"{what} is not valid UTF-8 (lone surrogate)")
+    """C2SP: valid UTF-8 with no ASCII control characters (below U+0020) other than newline."""
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        raise _malformed(f"{what} contains forbidden character U+{ord(bad.group()):04X}")
 
 
 def _valid_name(name: str) -> bool:

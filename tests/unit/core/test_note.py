@@ -197,6 +197,14 @@ def test_invalid_utf8_rejected() -> None:
     assert info.value.code == "malformed_note"
 
 
+def test_lone_surrogate_is_not_utf8() -> None:
+    with pytest.raises(VerificationError) as info:
+        SignedNote.parse("a\ud800\n\n— a QUJDREVG\n")
+    assert info.value.code == "malformed_note"
+    with pytest.raises(InputError):
+        sign_note("a\udfff\n", [LOG])
+
+
 def test_text_of_one_newline_is_a_note() -> None:
     note = SignedNote.parse("\n\n— a QUJDREVG\n")
     assert note.text == "\n"
