@@ -46,7 +46,7 @@ RetractionReason = Literal["false-positive", "victim-withdrawal", "legal", "dupl
 Verdict = Literal["true_positive", "false_positive", "disputed_label"]
 """A member's opinion of an entry: its own confirmation, a false positive, or wrong labels."""
 
-_MODEL = ConfigDict(frozen=True, extra="forbid")
+_MODEL = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class EntryRef(BaseModel):

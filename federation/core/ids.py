@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, Strict
 
@@ -83,10 +83,25 @@ def b64_fixed(length: int, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-MemberId = Annotated[str, Strict(), AfterValidator(check_member_id)]
+def _schema(**extra: str | int) -> Any:
+    """JSON Schema hints only (validation stays in the validators, which explain errors)."""
+    return Field(json_schema_extra=dict(extra))
+
+
+MemberId = Annotated[
+    str,
+    Strict(),
+    AfterValidator(check_member_id),
+    _schema(pattern=r"^[a-z0-9][a-z0-9.-]*$", minLength=1, maxLength=MEMBER_ID_MAX),
+]
 """A federation member's id, as listed in the manifest (e.g. ``nca.example``)."""
 
-EntryId = Annotated[str, Strict(), AfterValidator(check_entry_id)]
+EntryId = Annotated[
+    str,
+    Strict(),
+    AfterValidator(check_entry_id),
+    _schema(pattern=r"^[A-Za-z0-9._:-]+$", minLength=1, maxLength=ENTRY_ID_MAX),
+]
 """A submitter-chosen id for an entry, unique per origin (idempotency key)."""
 
 LogIndex = Annotated[int, Strict(), Field(ge=0, le=MAX_SAFE_INTEGER)]
@@ -98,11 +113,23 @@ UnixSeconds = Annotated[int, Strict(), Field(ge=0, le=MAX_SAFE_INTEGER)]
 Count = Annotated[int, Strict(), Field(ge=0, le=MAX_SAFE_INTEGER)]
 """A non-negative count (quorums, thresholds)."""
 
-HashHex = Annotated[str, Strict(), AfterValidator(check_hash_hex)]
+HashHex = Annotated[
+    str, Strict(), AfterValidator(check_hash_hex), _schema(pattern=r"^[0-9a-fA-F]{64}$")
+]
 """A SHA-256 digest as 64 lowercase hex characters (leaf hashes)."""
 
-Signature64 = Annotated[str, Strict(), b64_fixed(64, "signature")]
+Signature64 = Annotated[
+    str,
+    Strict(),
+    b64_fixed(64, "signature"),
+    _schema(contentEncoding="base64", minLength=88, maxLength=88),
+]
 """An Ed25519 signature: standard padded base64 of 64 bytes (88 characters)."""
 
-PublicKey32 = Annotated[str, Strict(), b64_fixed(32, "public key")]
+PublicKey32 = Annotated[
+    str,
+    Strict(),
+    b64_fixed(32, "public key"),
+    _schema(contentEncoding="base64", minLength=44, maxLength=44),
+]
 """An Ed25519 public key: standard padded base64 of 32 bytes (44 characters)."""

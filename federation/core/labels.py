@@ -18,7 +18,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 TAXONOMY_V1: Literal["hashfed-labels/v1"] = "hashfed-labels/v1"
 
@@ -77,7 +77,7 @@ def _check_categories(value: tuple[Category, ...]) -> tuple[Category, ...]:
 class Labels(BaseModel):
     """The labels of one submission, in taxonomy ``hashfed-labels/v1``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     taxonomy: Literal["hashfed-labels/v1"] = TAXONOMY_V1
     """Taxonomy version; a node rejects labels of a taxonomy it does not know."""
@@ -143,13 +143,27 @@ def _free_text(limit: int, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-CaseRef = Annotated[str, Strict(), AfterValidator(check_case_ref)]
+CaseRef = Annotated[
+    str,
+    Strict(),
+    AfterValidator(check_case_ref),
+    Field(
+        json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9_:-]*$", "maxLength": CASE_REF_MAX}
+    ),
+]
 """An opaque case reference (see :func:`check_case_ref`)."""
 
-Note = Annotated[str, Strict(), _free_text(NOTE_MAX, "note")]
+Note = Annotated[
+    str, Strict(), _free_text(NOTE_MAX, "note"), Field(json_schema_extra={"maxLength": NOTE_MAX})
+]
 """Short free text on a retraction: at most 280 characters, no control characters or links."""
 
-Comment = Annotated[str, Strict(), _free_text(COMMENT_MAX, "comment")]
+Comment = Annotated[
+    str,
+    Strict(),
+    _free_text(COMMENT_MAX, "comment"),
+    Field(json_schema_extra={"maxLength": COMMENT_MAX}),
+]
 """Free text on an opinion: at most 500 characters, no control characters or links."""
 
 __all__ = [

@@ -47,7 +47,7 @@ from federation.core.keys import DOMAIN_MANIFEST, KeyType, PublicKey, SigningKey
 from federation.core.signals import PDQ_DEFAULT_THRESHOLD, PDQ_MAX_DISTANCE, PDQ_MIN_QUALITY_DEFAULT
 from federation.errors import FederationError, InputError, VerificationError
 
-_MODEL = ConfigDict(frozen=True, extra="forbid")
+_MODEL = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HEX8_RE = re.compile(r"[0-9a-f]{8}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
