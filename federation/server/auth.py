@@ -53,6 +53,26 @@ from federation.errors import (
 
 PrincipalKind = Literal["peer", "client"]
 
+ERROR_CODES = (
+    "signature_missing",
+    "signature_malformed",
+    "tag_mismatch",
+    "unsupported_algorithm",
+    "signature_from_future",
+    "signature_expired",
+    "components_missing",
+    "digest_missing",
+    "wrong_destination",
+    "unknown_key",
+    "bad_signature",
+    "digest_mismatch",
+    "replayed_nonce",
+    "member_suspended",
+    "missing_role",
+    "replay_cache_full",
+)
+"""Every code request authentication can raise; each is documented in spec/auth-section.md."""
+
 
 @dataclass(frozen=True)
 class Principal:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -22,6 +23,7 @@ from federation.core.httpsig import (
 from federation.core.keys import SigningKey
 from federation.errors import AuthError, ConfigError, ForbiddenError, StorageError
 from federation.server.auth import (
+    ERROR_CODES,
     ChainResolver,
     ClientKey,
     ClientKeyRegistry,
@@ -35,6 +37,7 @@ from federation.server.auth import (
 )
 
 NOW = 1_700_000_000
+SPEC = Path(__file__).resolve().parents[3] / "spec" / "auth-section.md"
 DEST = "member-b"
 SEED = hashlib.sha256(b"client-1").digest()
 CLIENT = SigningKey.from_seed("client-1", SEED)
@@ -373,3 +376,10 @@ def test_http_message_signatures_package_request_is_accepted(body: bytes | None)
     )
     assert verify(view).keyid == "client-1"
     assert code_of(replace(view, target="/v1/submissions?q=a+b&x")) == "bad_signature"
+
+
+def test_error_codes_are_distinct_and_documented() -> None:
+    assert len(set(ERROR_CODES)) == len(ERROR_CODES)
+    text = SPEC.read_text()
+    missing = [code for code in ERROR_CODES if f"`{code}`" not in text]
+    assert not missing, f"error codes not documented in {SPEC}: {missing}"
