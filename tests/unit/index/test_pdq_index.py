@@ -1,0 +1,148 @@
+"""PdqIndex agrees exactly with brute force, on both backends, through adds and removals."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation.errors import InputError
+from federation.index import _kernels
+from federation.index.layout import MIH_MAX_RADIUS, chunk_radii, popcount_rows
+from federation.index.pdq import PdqIndex, pdq_words
+
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "numba", marks=pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="numba not importable")
+    ),
+]
+
+
+def flip(q: npt.NDArray[np.uint64], bits: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    out = q.copy()
+    for b in bits.tolist():
+        out[b // 64] ^= np.uint64(1) << np.uint64(b % 64)
+    return out
+
+
+def planted(
+    rng: np.random.Generator, n_random: int, q: npt.NDArray[np.uint64], max_d: int
+) -> npt.NDArray[np.uint64]:
+    """Random hashes plus, for every distance 0..max_d, two hashes at exactly that distance."""
+    rand = rng.integers(0, 2**64 - 1, size=(n_random, 4), dtype=np.uint64, endpoint=True)
+    near = [flip(q, rng.choice(256, d, replace=False)) for d in range(max_d + 1) for _ in (0, 1)]
+    rows = np.concatenate([rand, np.array(near, dtype=np.uint64).reshape(-1, 4)])
+    return rows[rng.permutation(rows.shape[0])]
+
+
+def brute(
+    stored: npt.NDArray[np.uint64], alive: npt.NDArray[np.bool_], q: npt.NDArray[np.uint64], r: int
+) -> list[tuple[int, int]]:
+    d = popcount_rows(stored ^ q.reshape(1, -1))
+    rows = np.flatnonzero((d <= r) & alive)
+    return sorted((int(d[i]), int(i)) for i in rows)
+
+
+def as_pairs(hits: object) -> list[tuple[int, int]]:
+    ids = hits.ids.tolist()  # type: ignore[attr-defined]
+    dist = hits.distances.tolist()  # type: ignore[attr-defined]
+    return list(zip(dist, ids, strict=True))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("radius", [0, 1, 2, 15, 31, 32, 33, 47, 63])
+def test_every_planted_distance_found(backend: str, radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    q = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
+    stored = planted(rng, 3000, q, min(radius + 1, 64))
+    index = PdqIndex(backend=backend, side_capacity=500)  # type: ignore[arg-type]
+    for a in range(0, stored.shape[0], 700):
+        index.add(stored[a : a + 700])
+    # both paths exercised: rows in sealed segments and rows still in the side buffer
+    assert 0 < sum(index.segment_sizes) < stored.shape[0]
+    alive = np.ones(stored.shape[0], dtype=np.bool_)
+    got = as_pairs(index.query(q, radius))
+    assert got == brute(stored, alive, q, radius)
+    assert [d for d, _ in got].count(radius) == 2  # the boundary itself is included...
+    assert all(d <= radius for d, _ in got)  # ...and radius + 1 is not
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    radius=st.sampled_from([0, 3, 31, 32, 63]),
+    side=st.sampled_from([8, 64, 10_000]),
+    backend=st.sampled_from(["numpy", "numba"] if _kernels.HAVE_NUMBA else ["numpy"]),
+    ops=st.lists(st.tuples(st.sampled_from(["add", "remove"]), st.integers(1, 120)), max_size=8),
+)
+def test_matches_brute_force_through_adds_and_removals(
+    seed: int, radius: int, side: int, backend: str, ops: list[tuple[str, int]]
+) -> None:
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
+    index = PdqIndex(backend=backend, side_capacity=side)  # type: ignore[arg-type]
+    stored = planted(rng, 200, q, radius + 1)
+    index.add(stored)
+    alive = np.ones(stored.shape[0], dtype=np.bool_)
+    for op, k in [*ops, ("check", 0)]:
+        if op == "add":
+            extra = planted(rng, k, q, min(radius + 1, 40))
+            ids = index.add(extra)
+            assert ids.tolist() == list(range(stored.shape[0], stored.shape[0] + extra.shape[0]))
+            stored = np.concatenate([stored, extra])
+            alive = np.concatenate([alive, np.ones(extra.shape[0], dtype=np.bool_)])
+        elif op == "remove":
+            gone = rng.choice(stored.shape[0], min(k, stored.shape[0]), replace=False)
+            index.remove(gone)
+            alive[gone] = False
+        assert as_pairs(index.query(q, radius)) == brute(stored, alive, q, radius)
+        assert len(index) == int(alive.sum())
+    batch = np.stack([q, stored[0], flip(q, np.arange(radius // 2))])
+    for hits, one in zip(index.query_batch(batch, radius), batch, strict=True):
+        assert as_pairs(hits) == brute(stored, alive, one, radius)
+
+
+def test_chunk_radii_satisfy_pigeonhole_bound() -> None:
+    for r in range(MIH_MAX_RADIUS + 1):
+        radii = chunk_radii(r)
+        assert int((radii + 1).sum()) == r + 1
+        assert radii.max() <= 2
+    with pytest.raises(ValueError, match="outside"):
+        chunk_radii(MIH_MAX_RADIUS + 1)
+
+
+def test_dihedral_query_reports_best_transform() -> None:
+    rng = np.random.default_rng(7)
+    variants = rng.integers(0, 2**64 - 1, size=(8, 4), dtype=np.uint64, endpoint=True)
+    index = PdqIndex(backend="numpy")
+    index.add(rng.integers(0, 2**64 - 1, size=(50, 4), dtype=np.uint64, endpoint=True))
+    (row,) = index.add(flip(variants[3], np.arange(5))).tolist()
+    hits = index.query_dihedral(variants, 31)
+    assert hits.ids.tolist() == [row]
+    assert hits.distances.tolist() == [5]
+    assert hits.transforms is not None and hits.transforms.tolist() == [3]
+
+
+def test_bad_input_is_rejected() -> None:
+    index = PdqIndex()
+    with pytest.raises(InputError, match="64 hex"):
+        index.add(["abc"])
+    with pytest.raises(InputError, match="hex"):
+        index.add(["zz" * 32])
+    with pytest.raises(InputError, match="0..63"):
+        index.query("00" * 32, 64)
+    with pytest.raises(InputError, match="unknown"):
+        index.remove([0])
+    with pytest.raises(InputError, match="exactly 8"):
+        index.query_dihedral(["00" * 32])
+
+
+def test_hex_and_bytes_forms_agree() -> None:
+    h = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+    assert (pdq_words(h) == pdq_words(bytes.fromhex(h))).all()
+    index = PdqIndex()
+    (row,) = index.add([h]).tolist()
+    assert index.query(bytes.fromhex(h), 0).ids.tolist() == [row]
