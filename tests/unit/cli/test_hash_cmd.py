@@ -41,7 +41,8 @@ def test_text_line_per_file(orig: Path) -> None:
     assert len(lines) == 2
     pdq, quality, md5, sha256, path = lines[0].split(maxsplit=4)
     assert (pdq, quality, path) == (ORIG_PDQ, "100", str(orig))
-    assert len(md5) == 32 and len(sha256) == 64
+    assert len(md5) == 32
+    assert len(sha256) == 64
     assert lines[1].endswith(str(wee))
 
 
@@ -49,8 +50,11 @@ def test_json_with_dihedral(orig: Path) -> None:
     out = hashfed("--json", "--dihedral", str(orig))
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout)
-    assert record["pdq"] == ORIG_PDQ and record["quality"] == 100 and record["path"] == str(orig)
-    assert record["dihedral"]["original"] == ORIG_PDQ and len(record["dihedral"]) == 8
+    assert record["pdq"] == ORIG_PDQ
+    assert record["quality"] == 100
+    assert record["path"] == str(orig)
+    assert record["dihedral"]["original"] == ORIG_PDQ
+    assert len(record["dihedral"]) == 8
     assert not record["low_quality"]
 
 
@@ -63,5 +67,7 @@ def test_failures_reported_and_others_still_print(orig: Path, tmp_path: Path) ->
     assert [json.loads(line)["pdq"] for line in out.stdout.splitlines()] == [ORIG_PDQ]
     errors = out.stderr.splitlines()
     assert len(errors) == 2
-    assert str(junk) in errors[0] and "image_unreadable" in errors[0]
-    assert str(missing) in errors[1] and "file_unreadable" in errors[1]
+    assert str(junk) in errors[0]
+    assert "image_unreadable" in errors[0]
+    assert str(missing) in errors[1]
+    assert "file_unreadable" in errors[1]

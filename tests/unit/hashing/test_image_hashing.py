@@ -68,10 +68,12 @@ def test_every_dihedral_variant_matches_through_a_dihedral_query() -> None:
     transforms = set()
     for path in sorted((PDQ_DIR / "dih").glob("*.jpg")):
         h = hash_file(path, dihedral=True)
-        assert h.dihedral is not None and h.dihedral[0] == h.pdq
+        assert h.dihedral is not None
+        assert h.dihedral[0] == h.pdq
         plain = index.match("pdq", h.pdq)
         matches = index.match("pdq", h.pdq, dihedral=h.dihedral)
-        assert len(matches) == 1 and matches[0].distance <= 31, path.name
+        assert len(matches) == 1, path.name
+        assert matches[0].distance <= 31, path.name
         assert matches[0].transform in DIHEDRAL_TRANSFORMS
         transforms.add(matches[0].transform)
         if "original" not in path.name:
@@ -96,15 +98,18 @@ def test_every_pillow_mode_hashes(mode: str) -> None:
     image = _png(mode)
     assert image.mode == mode
     rgb = to_rgb(image)
-    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    assert rgb.dtype == np.uint8
+    assert rgb.shape == (48, 64, 3)
     if mode in ("I", "F"):  # stretched to the full 8-bit range, not clipped to white
-        assert rgb.min() < 20 and rgb.max() > 235
+        assert rgb.min() < 20
+        assert rgb.max() > 235
     buf = io.BytesIO()
     fmt = "TIFF" if mode in ("CMYK", "YCbCr", "I", "F", "LAB", "PA") else "PNG"
     if mode != "HSV":  # no Pillow writer stores HSV; the in-memory path above covers it
         image.save(buf, format=fmt)
         h = hash_bytes(buf.getvalue())
-        assert len(h.pdq) == 64 and 0 <= h.quality <= 100
+        assert len(h.pdq) == 64
+        assert 0 <= h.quality <= 100
 
 
 def test_alpha_is_composited_on_white() -> None:

@@ -64,6 +64,7 @@ def test_exact_index_rejects_reused_ref() -> None:
     ref = EntryRef("a.example", 1)
     exact.add("00" * 16, ref)
     exact.add("00" * 16, ref)
-    assert len(exact) == 1 and ref in exact
+    assert len(exact) == 1
+    assert ref in exact
     with pytest.raises(InputError):
         exact.add("11" * 16, ref)

@@ -123,7 +123,8 @@ def test_dihedral_query_reports_best_transform() -> None:
     hits = index.query_dihedral(variants, 31)
     assert hits.ids.tolist() == [row]
     assert hits.distances.tolist() == [5]
-    assert hits.transforms is not None and hits.transforms.tolist() == [3]
+    assert hits.transforms is not None
+    assert hits.transforms.tolist() == [3]
 
 
 def test_bad_input_is_rejected() -> None:
