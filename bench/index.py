@@ -1,0 +1,218 @@
+"""PDQ match index benchmark: our index vs numpy brute force vs faiss (if importable).
+
+For each data set (uniform random hashes, and a clustered/skewed set closer to real PDQ
+collections) with planted near-duplicates at distances 0..31, it measures build time and
+memory, single-query p50/p99, batch-of-1,000 throughput and recall against brute force, and
+prints each peer's ratio to ours.  ``quick`` uses 200k hashes and skips the slow faiss
+multi-hash builds.  faiss-cpu is a bench-only extra (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from federation.index.layout import popcount_rows
+from federation.index.pdq import PdqIndex
+
+RADIUS = 31
+N_SINGLE = 300
+N_BATCH = 1000
+N_RECALL = 30
+
+try:
+    import faiss
+except ImportError:  # pragma: no cover - bench extra not installed
+    faiss = None
+
+
+Words = npt.NDArray[np.uint64]
+
+
+def _flip(rng: np.random.Generator, rows: Words, counts: npt.NDArray[np.int64]) -> Words:
+    out = rows.copy()
+    for i, k in enumerate(counts.tolist()):
+        for b in rng.choice(256, k, replace=False).tolist():
+            out[i, b // 64] ^= np.uint64(1) << np.uint64(b % 64)
+    return out
+
+
+def uniform(rng: np.random.Generator, n: int) -> Words:
+    return rng.integers(0, 2**64 - 1, size=(n, 4), dtype=np.uint64, endpoint=True)
+
+
+def clustered(rng: np.random.Generator, n: int) -> Words:
+    """Skewed bits (some nearly constant) and tight clusters: 1 in 20 hashes is a centre, the
+    others are copies of a centre with 0..40 bits flipped (re-encodes, crops, memes)."""
+    p = rng.beta(0.6, 0.6, size=256)  # per-bit probability of 1, many near 0 or 1
+    bits = rng.random((n // 20, 256)) < p
+    centres = np.packbits(bits, axis=1).view(np.uint64)
+    which = rng.integers(0, centres.shape[0], size=n)
+    out = centres[which].copy()
+    flips = rng.integers(0, 41, size=n)
+    # Flip bits by XOR with random masks of the drawn weight (vectorised by weight).
+    for k in range(1, 41):
+        sel = np.flatnonzero(flips == k)
+        if sel.size == 0:
+            continue
+        keys = rng.random((sel.size, 256)).argsort(axis=1)[:, :k]
+        mask = np.zeros((sel.size, 256), dtype=bool)
+        np.put_along_axis(mask, keys, True, axis=1)
+        out[sel] ^= np.packbits(mask, axis=1).view(np.uint64)
+    return np.ascontiguousarray(out)
+
+
+def queries_for(rng: np.random.Generator, data: Words, n: int) -> Words:
+    """Stored hashes with 0..31 bits flipped: each query has at least one true neighbour."""
+    picked = data[rng.integers(0, data.shape[0], size=n)]
+    return _flip(rng, picked, rng.integers(0, RADIUS + 1, size=n))
+
+
+def brute(data: Words, q: Words) -> set[int]:
+    d = popcount_rows(data ^ q.reshape(1, -1))
+    return set(np.flatnonzero(d <= RADIUS).tolist())
+
+
+def _time_single(fn: Callable[[Words], Any], qs: Words) -> tuple[float, float]:
+    fn(qs[0])
+    lat = []
+    for q in qs:
+        t = time.perf_counter()
+        fn(q)
+        lat.append(time.perf_counter() - t)
+    return float(np.percentile(lat, 50) * 1e3), float(np.percentile(lat, 99) * 1e3)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Row:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.build_s = 0.0
+        self.mem_mb = 0.0
+        self.p50 = self.p99 = 0.0
+        self.qps = 0.0
+        self.recall = 1.0
+
+
+def bench_ours(data: Words, single: Words, batch: Words, truth: list[set[int]]) -> Row:
+    row = Row("hashfed PdqIndex")
+    index = PdqIndex(radius_default=RADIUS)
+    t = time.perf_counter()
+    index.add(data)
+    row.build_s = time.perf_counter() - t
+    row.mem_mb = index.nbytes / 2**20
+    row.p50, row.p99 = _time_single(lambda q: index.query(q), single)
+    index.query_batch(batch[:10])
+    t = time.perf_counter()
+    index.query_batch(batch)
+    row.qps = batch.shape[0] / (time.perf_counter() - t)
+    found = [set(index.query(q).ids.tolist()) for q in single[: len(truth)]]
+    row.recall = _recall(found, truth)
+    return row
+
+
+def bench_brute(data: Words, single: Words, batch: Words, truth: list[set[int]]) -> Row:
+    row = Row("numpy brute force")
+    row.mem_mb = data.nbytes / 2**20
+    few = single[: max(5, min(30, 3_000_000 // data.shape[0]))]
+    row.p50, row.p99 = _time_single(lambda q: brute(data, q), few)
+    row.qps = 1e3 / row.p50  # one core; a batch gains nothing (memory bandwidth bound)
+    return row
+
+
+def _faiss_search(index: Any, qs: Words) -> list[set[int]]:
+    qb = np.ascontiguousarray(qs).view(np.uint8)
+    lims, _, ids = index.range_search(qb, RADIUS + 1)  # faiss radius is exclusive
+    return [set(ids[lims[i] : lims[i + 1]].tolist()) for i in range(qs.shape[0])]
+
+
+def bench_faiss(
+    name: str,
+    make: Callable[[], Any],
+    data: Words,
+    single: Words,
+    batch: Words,
+    truth: list[set[int]],
+) -> Row:
+    row = Row(name)
+    rss = _rss_mb()
+    t = time.perf_counter()
+    index = make()
+    index.add(np.ascontiguousarray(data).view(np.uint8))
+    row.build_s = time.perf_counter() - t
+    row.mem_mb = max(_rss_mb() - rss, data.nbytes / 2**20)
+    faiss.omp_set_num_threads(1)
+    row.p50, row.p99 = _time_single(lambda q: _faiss_search(index, q.reshape(1, -1)), single[:50])
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    t = time.perf_counter()
+    _faiss_search(index, batch)
+    row.qps = batch.shape[0] / (time.perf_counter() - t)
+    row.recall = _recall(_faiss_search(index, single[: len(truth)]), truth)
+    return row
+
+
+def _recall(found: list[set[int]], truth: list[set[int]]) -> float:
+    want = sum(len(t) for t in truth)
+    got = sum(len(f & t) for f, t in zip(found, truth, strict=True))
+    return got / want if want else 1.0
+
+
+def run(quick: bool) -> None:
+    # HASHFED_BENCH_INDEX_SIZES=1000000 runs one size; HASHFED_BENCH_NO_FAISS=1 skips faiss.
+    sizes = [200_000] if quick else [1_000_000, 10_000_000]
+    if os.environ.get("HASHFED_BENCH_INDEX_SIZES"):
+        sizes = [int(x) for x in os.environ["HASHFED_BENCH_INDEX_SIZES"].split(",")]
+    print(f"machine: {os.cpu_count()} cores; radius {RADIUS}; faiss {'yes' if faiss else 'absent'}")
+    for n in sizes:
+        for label, gen in (("uniform", uniform), ("clustered", clustered)):
+            rng = np.random.default_rng(n)
+            data = gen(rng, n)
+            single = queries_for(rng, data, N_SINGLE)
+            batch = queries_for(rng, data, N_BATCH)
+            truth = [brute(data, q) for q in single[:N_RECALL]]
+            rows = [bench_ours(data, single, batch, truth), bench_brute(data, single, batch, truth)]
+            if faiss is not None and not os.environ.get("HASHFED_BENCH_NO_FAISS"):
+                rows.append(
+                    bench_faiss("faiss IndexBinaryFlat", lambda: faiss.IndexBinaryFlat(256),
+                                data, single, batch, truth)
+                )  # fmt: skip
+                if not quick:
+                    for nh, b, nflip in ((16, 16, 1), (11, 23, 2)):
+
+                        def make(nh: int = nh, b: int = b, nflip: int = nflip) -> Any:
+                            ix = faiss.IndexBinaryMultiHash(256, nh, b)
+                            ix.nflip = nflip
+                            return ix
+
+                        rows.append(
+                            bench_faiss(f"faiss MultiHash {nh}x{b} nflip={nflip}", make,
+                                        data, single, batch, truth)
+                        )  # fmt: skip
+            _print(n, label, rows)
+
+
+def _print(n: int, label: str, rows: list[Row]) -> None:
+    ours = rows[0]
+    print(f"\n### {n:,} hashes, {label}\n")
+    print(
+        "| index | build s | memory MB | p50 ms | p99 ms | batch q/s | recall "
+        "| p50 ×ours | q/s ours× |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r.name} | {r.build_s:.1f} | {r.mem_mb:.0f} | {r.p50:.3f} | {r.p99:.3f} | "
+            f"{r.qps:,.0f} | {r.recall:.4f} | {r.p50 / ours.p50:.1f} | {ours.qps / r.qps:.1f} |"
+        )
