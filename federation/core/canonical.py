@@ -107,8 +107,46 @@ def _emit(value: object, out: list[str], path: str) -> None:
         )
 
 
+def _plain(value: object) -> bool:
+    """Whether ``value`` is built only from exact dict/list/tuple/str/int/bool/None, with ints
+    in range and every object key below U+D800.
+
+    For such values ``json.dumps(sort_keys=True, ensure_ascii=False)`` is byte-identical to
+    JCS: below U+D800 code point order equals UTF-16 code unit order, and the stdlib escapes
+    exactly the characters JCS escapes (``"``, ``\\``, controls; ``\\u00xx`` in lowercase).
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int and isinstance(value, int):
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    if kind is dict and isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str or (key and max(key) >= "\ud800") or not _plain(item):
+                return False
+        return True
+    if (kind is list or kind is tuple) and isinstance(value, list | tuple):
+        return all(_plain(item) for item in value)
+    return False
+
+
 def canonical_json(value: object) -> bytes:
-    """The RFC 8785 canonical UTF-8 bytes of ``value`` (see module docstring for the subset)."""
+    """The RFC 8785 canonical UTF-8 bytes of ``value`` (see module docstring for the subset).
+
+    Common values take the C-accelerated stdlib encoder (see :func:`_plain`); anything else
+    (non-BMP keys, enums, other mappings) and every error goes through the reference emitter,
+    which also produces the error messages with their paths.
+    """
+    if _plain(value):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let the reference emitter name where
+    return _reference_canonical_json(value)
+
+
+def _reference_canonical_json(value: object) -> bytes:
     out: list[str] = []
     _emit(value, out, "")
     return "".join(out).encode("utf-8")

@@ -37,6 +37,7 @@ from federation.core.entries import (
     sign_entry,
     signing_payload,
     verify_entry,
+    verify_leaf,
 )
 from federation.core.keys import DOMAIN_ENTRY, SigningKey
 from federation.core.labels import Category, ConfirmedBy, Labels, Severity, check_case_ref
@@ -210,6 +211,7 @@ def test_vectors_verify_independently() -> None:
         assert hashlib.sha256(b"\x00" + leaf).hexdigest() == vec["leaf_hash"]
         signed = parse_leaf(leaf)
         verify_entry(signed, keys[vec["signer"]])
+        assert verify_leaf(leaf, keys[vec["signer"]]) == signed
         assert leaf_bytes(signed) == leaf
 
 
@@ -284,6 +286,7 @@ def test_round_trip(entry: Submission | Retraction | Opinion) -> None:
     verify_entry(back, NCA.public)
     assert entry_leaf_hash(back) == leaf_hash(leaf)
     assert SignedEntry.model_validate_json(leaf) == signed
+    assert verify_leaf(leaf, NCA.public) == signed
 
 
 @settings(max_examples=150, deadline=None)
@@ -296,6 +299,9 @@ def test_any_byte_change_is_caught(entry: Submission | Retraction | Opinion, dat
     with pytest.raises(VerificationError) as info:
         verify_entry(parse_leaf(bytes(leaf)), NCA.public)
     assert info.value.code in ("malformed_leaf", "bad_entry_signature")
+    with pytest.raises(VerificationError) as again:
+        verify_leaf(bytes(leaf), NCA.public)
+    assert again.value.code == info.value.code
 
 
 # -- tampering -------------------------------------------------------------------------------
@@ -330,6 +336,8 @@ def test_changed_field_breaks_signature(path: tuple[str, ...], value: Any) -> No
     with pytest.raises(VerificationError) as info:  # … but not what the origin signed
         verify_entry(signed, NCA.public)
     assert info.value.code == "bad_entry_signature"
+    with pytest.raises(VerificationError, match="not signed"):
+        verify_leaf(canonical_json(doc), NCA.public)
 
 
 def test_dropped_optional_field_breaks_signature() -> None:
