@@ -27,7 +27,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     Strict,
     ValidationError,
     field_validator,
@@ -269,9 +268,6 @@ class Manifest(BaseModel):
     steward_quorum: Annotated[int, Strict(), Field(ge=1)]
     """How many distinct stewards must sign the next version (1..len(stewards))."""
 
-    _by_id: dict[str, Member] = PrivateAttr(default_factory=dict)
-    _by_origin: dict[str, Member] = PrivateAttr(default_factory=dict)
-
     @field_validator("members")
     @classmethod
     def _unique(cls, members: tuple[Member, ...]) -> tuple[Member, ...]:
@@ -305,18 +301,17 @@ class Manifest(BaseModel):
             raise ValueError(f"steward_quorum {value} exceeds the {len(stewards)} stewards")
         return value
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Index members by id and log origin (lookups happen on every request)."""
-        self._by_id.update((m.id, m) for m in self.members)
-        self._by_origin.update((m.log_origin, m) for m in self.members)
-
     def member(self, member_id: str) -> Member | None:
-        """The member with this id, or None."""
-        return self._by_id.get(member_id)
+        """The member with this id, or None.
+
+        A linear scan on purpose: federations have tens of members, and a cached index would
+        go stale under ``model_copy(update=...)``.
+        """
+        return next((m for m in self.members if m.id == member_id), None)
 
     def member_by_origin(self, log_origin: str) -> Member | None:
         """The member whose log has this checkpoint origin, or None."""
-        return self._by_origin.get(log_origin)
+        return next((m for m in self.members if m.log_origin == log_origin), None)
 
     def transport_key(self, key_id: str, at: int) -> tuple[Member, PublicKey] | None:
         """The member and request-signing key for ``key_id`` if it is valid at ``at``.
