@@ -25,6 +25,7 @@ EXIT_UNREACHABLE = 3
 # Subcommand modules, in the order `hashfed --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "federation.cli.hash_cmd",
+    "federation.cli.serve_cmd",
 )
 
 

@@ -1,0 +1,236 @@
+"""Write routes: submissions, retractions and opinions appended to this member's own log.
+
+Each request is a batch (1..``limits.max_batch``) of entries *without* ``origin`` and
+``created``: the node fills in its member id and the current time, signs each entry and
+appends the batch in one transaction (:class:`federation.log.writer.LogWriter`).  The answer
+is sent only once the batch is durable, and carries for every entry a receipt that verifies
+offline with nothing but the member's log key (c2sp.org/tlog-proof, leaf bytes as ``extra``).
+
+Ids make retries safe: resending an entry id returns the stored entry (``existing: true``)
+with the same index and leaf hash; the same id with other content is 409 ``id_conflict``.
+
+Who may write: a client key with role ``submit``.  Submissions and retractions also need this
+member to hold the manifest role ``submitter``; opinions (feedback on matches) do not, since
+platforms that only consume give them too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from federation.core.entries import (
+    EntryRef,
+    Opinion,
+    Retraction,
+    RetractionReason,
+    Submission,
+    Verdict,
+    leaf_bytes,
+)
+from federation.core.ids import EntryId
+from federation.core.labels import CaseRef, Comment, Labels, Note
+from federation.core.manifest import Role
+from federation.core.receipt import TlogProof
+from federation.core.signals import PdqSignal, Signal
+from federation.errors import FederationError, ForbiddenError, InputError
+from federation.log import reader
+from federation.log.writer import AnyEntry, AppendResult
+from federation.server.auth import require_role
+from federation.server.context import NODE, NodeContext
+from federation.server.errors import PolicyError, validation_error
+from federation.server.routes import b64, caller, read_json
+
+CLIENT_ROLE = "submit"
+_ITEM = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+M = TypeVar("M", bound=BaseModel)
+
+
+class SubmissionItem(BaseModel):
+    """One submission as a client sends it (the node adds origin and created)."""
+
+    model_config = _ITEM
+
+    id: EntryId
+    """Client-chosen id, unique within this member; makes retries idempotent."""
+    signal: Signal
+    """The hash to share."""
+    labels: Labels
+    """Taxonomy labels."""
+    case_ref: CaseRef | None = None
+    """Opaque case reference."""
+
+
+class RetractionItem(BaseModel):
+    """One retraction as a client sends it."""
+
+    model_config = _ITEM
+
+    id: EntryId
+    """Client-chosen id."""
+    target: EntryRef
+    """One of this member's own submissions."""
+    reason: RetractionReason
+    """Why it is withdrawn."""
+    note: Note | None = None
+    """Short free text."""
+
+
+class OpinionItem(BaseModel):
+    """One opinion as a client sends it."""
+
+    model_config = _ITEM
+
+    id: EntryId
+    """Client-chosen id."""
+    target: EntryRef
+    """The entry (any member's) the opinion is about."""
+    verdict: Verdict
+    """``true_positive``, ``false_positive`` or ``disputed_label``."""
+    comment: Comment | None = None
+    """Free text."""
+
+
+def _batch(value: object, key: str, max_batch: int) -> list[object]:
+    """The list under ``key`` of a request body, checked for shape and size before items are
+    validated (a huge batch is refused without validating every item)."""
+    if not isinstance(value, dict):
+        raise InputError("body must be a JSON object", code="invalid_input", field=None)
+    unknown = sorted(set(value) - {key})
+    if unknown:
+        raise InputError(
+            f"unknown field {unknown[0]!r}", code="invalid_input", field=str(unknown[0])
+        )
+    items = value.get(key)
+    if not isinstance(items, list):
+        raise InputError(f"{key} must be a list", code="invalid_input", field=key)
+    if not items:
+        raise InputError(f"{key} must not be empty", code="empty_batch", field=key)
+    if len(items) > max_batch:
+        raise InputError(
+            f"{key} holds {len(items)} entries, more than the {max_batch} allowed",
+            code="batch_too_large",
+            field=key,
+        )
+    return items
+
+
+def _validate(model: type[M], data: object, prefix: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix) from None
+
+
+def _need_submitter(ctx: NodeContext) -> None:
+    if Role.SUBMITTER not in ctx.member.roles:
+        raise ForbiddenError(
+            f"member {ctx.member.id!r} does not hold the manifest role submitter",
+            code="not_a_submitter",
+        )
+
+
+async def _receipts(ctx: NodeContext, result: AppendResult) -> list[dict[str, Any]]:
+    size = result.checkpoint.size
+    out: list[dict[str, Any]] = []
+    async with ctx.store.read() as conn:
+        for item in result.appended:
+            proof = await reader.inclusion_proof(conn, ctx.writer.origin, item.index, size)
+            leaf = leaf_bytes(item.signed)
+            receipt = TlogProof(item.index, tuple(proof), result.note, extra=leaf)
+            out.append(
+                {
+                    "index": item.index,
+                    "leaf_hash": item.leaf_hash.hex(),
+                    "entry": item.signed.model_dump(mode="json", exclude_none=True),
+                    "checkpoint": result.note,
+                    "inclusion_proof": b64(proof),
+                    "receipt": receipt.serialise(),
+                    "existing": item.existing,
+                }
+            )
+    return out
+
+
+async def _append(ctx: NodeContext, key: str, batch: Sequence[AnyEntry]) -> web.Response:
+    try:
+        result = await ctx.writer.append(batch)
+    except FederationError as exc:
+        # the writer names fields relative to the batch ("3.id"); callers know "submissions.3.id"
+        if exc.field is not None and exc.field[:1].isdigit():
+            exc.field = f"{key}.{exc.field}"
+        raise
+    fresh = [(ctx.writer.origin, a.index, a.signed) for a in result.appended if not a.existing]
+    if fresh and ctx.matcher is not None:
+        outcome = ctx.matcher.on_entries(fresh)
+        if inspect.isawaitable(outcome):
+            await outcome
+    return web.json_response({"receipts": await _receipts(ctx, result)}, status=201)
+
+
+def _prepare(request: web.Request, submitter: bool) -> NodeContext:
+    ctx = request.app[NODE]
+    require_role(caller(request), CLIENT_ROLE)
+    if submitter:
+        _need_submitter(ctx)
+    return ctx
+
+
+def _stamp(ctx: NodeContext, item: BaseModel) -> dict[str, Any]:
+    """Item fields plus the node's origin and time, ready for the entry model."""
+    fields = type(item).model_fields
+    data = {name: getattr(item, name) for name in fields if getattr(item, name) is not None}
+    data.update(origin=ctx.config.node.member_id, created=int(ctx.clock()))
+    return data
+
+
+async def post_submissions(request: web.Request) -> web.Response:
+    """``POST /v1/submissions``: append submissions, answer 201 with receipts."""
+    ctx = _prepare(request, submitter=True)
+    items = _batch(await read_json(request), "submissions", ctx.config.limits.max_batch)
+    minimum = ctx.manifest.manifest.policy.min_pdq_quality
+    batch: list[AnyEntry] = []
+    for i, raw in enumerate(items):
+        prefix = f"submissions.{i}"
+        item = _validate(SubmissionItem, raw, prefix)
+        if isinstance(item.signal, PdqSignal) and item.signal.quality < minimum:
+            raise PolicyError(
+                f"PDQ quality {item.signal.quality} is below the federation minimum {minimum}",
+                code="pdq_quality_too_low",
+                field=f"{prefix}.signal.quality",
+            )
+        batch.append(_validate(Submission, _stamp(ctx, item), prefix))
+    return await _append(ctx, "submissions", batch)
+
+
+async def post_retractions(request: web.Request) -> web.Response:
+    """``POST /v1/retractions``: tombstone earlier submissions of this member."""
+    ctx = _prepare(request, submitter=True)
+    items = _batch(await read_json(request), "retractions", ctx.config.limits.max_batch)
+    batch: list[AnyEntry] = []
+    for i, raw in enumerate(items):
+        item = _validate(RetractionItem, raw, f"retractions.{i}")
+        batch.append(_validate(Retraction, _stamp(ctx, item), f"retractions.{i}"))
+    return await _append(ctx, "retractions", batch)
+
+
+async def post_opinions(request: web.Request) -> web.Response:
+    """``POST /v1/opinions``: record this member's verdicts on entries."""
+    ctx = _prepare(request, submitter=False)
+    items = _batch(await read_json(request), "opinions", ctx.config.limits.max_batch)
+    batch: list[AnyEntry] = []
+    for i, raw in enumerate(items):
+        item = _validate(OpinionItem, raw, f"opinions.{i}")
+        batch.append(_validate(Opinion, _stamp(ctx, item), f"opinions.{i}"))
+    return await _append(ctx, "opinions", batch)
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the write routes."""
+    app.router.add_post("/v1/submissions", post_submissions)
+    app.router.add_post("/v1/retractions", post_retractions)
+    app.router.add_post("/v1/opinions", post_opinions)
