@@ -1,4 +1,4 @@
-"""Signing outbound requests with RFC 9421 HTTP Message Signatures (``spec/auth-section.md``).
+"""Signing outbound requests with RFC 9421 HTTP Message Signatures (``spec/auth.md``).
 
 :func:`signature_headers` produces the headers for one request from its method, absolute
 URL, destination member and body bytes; :class:`SignedSession` wraps one

@@ -1,6 +1,6 @@
 """Log entries: the three kinds, their signatures and their one leaf encoding.
 
-Implements spec/entries-section.md §2 and §4–§5.  An entry is what a member appends to its own
+Implements spec/entries.md §2 and §4–§5.  An entry is what a member appends to its own
 Merkle log: a ``submission`` of one signal with labels, a ``retraction`` (permanent tombstone)
 of one of its own earlier submissions, or an ``opinion`` about any member's entry.
 

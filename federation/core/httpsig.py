@@ -4,7 +4,7 @@ This module owns everything about request authentication that needs no I/O: the 
 field values (RFC 8941 subset) carried in ``Signature-Input``, ``Signature`` and
 ``Content-Digest``, the signature base (RFC 9421 §2.5), the ``@path``/``@query`` derived
 components (§2.2.6, §2.2.7), the time window, and producing the signature headers.  The
-normative profile is ``spec/auth-section.md``; the server side (key registries, nonce replay
+normative profile is ``spec/auth.md``; the server side (key registries, nonce replay
 cache, aiohttp middleware) lives in ``federation.server.auth`` and the client side in
 ``federation.client.signer``.
 

@@ -1,4 +1,4 @@
-"""Identifier and scalar types shared by every wire model (spec/entries-section.md §1).
+"""Identifier and scalar types shared by every wire model (spec/entries.md §1).
 
 Each identifier gets its own annotated type so that a member id can never be passed where an
 entry id is expected without a reader noticing, and so that every model validates the same

@@ -3,7 +3,7 @@
 Labels say *what* a signal is (category), *how bad* (severity) and *who confirmed it*, so a
 consumer can decide per category whether to block, queue for review or only alert.  The
 taxonomy is small and versioned: a new category means a new taxonomy version, so no node ever
-has to guess what an unknown string means (spec/entries-section.md §3).
+has to guess what an unknown string means (spec/entries.md §3).
 
 This module also owns the validation of every free-text field in an entry (case references,
 retraction notes, opinion comments).  Entries are replicated to every member and kept forever,

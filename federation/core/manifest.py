@@ -1,6 +1,6 @@
 """The membership manifest: who is in the federation, their keys and endpoints, and policy.
 
-Implements spec/entries-section.md §6.  A manifest is a JSON document signed by k-of-n steward
+Implements spec/entries.md §6.  A manifest is a JSON document signed by k-of-n steward
 keys over ``DOMAIN_MANIFEST || JCS(manifest)``.  Trust is a chain: a genesis manifest is pinned
 out of band (its hash, see :func:`manifest_hash`) and verified against its own stewards; every
 later version is accepted only if a quorum of the stewards of the version *before it* signed

@@ -4,7 +4,7 @@
 when they drift from the models, so the published schemas can never silently disagree with
 what a node accepts.  The schemas describe shape for other implementations and tooling; the
 normative rules (canonical encoding, free-text privacy rules, cross-field checks) are in
-spec/entries-section.md and are enforced by the validators, not by the schemas alone.
+spec/entries.md and are enforced by the validators, not by the schemas alone.
 
 Regenerate with ``HASHFED_WRITE_SCHEMAS=1 .venv/bin/pytest tests/unit/core/test_schemas.py``.
 """

@@ -1,6 +1,6 @@
 """Request authentication on the node: who signed this request, and may they?
 
-Implements the verifier side of ``spec/auth-section.md`` (RFC 9421 + RFC 9530 as profiled by
+Implements the verifier side of ``spec/auth.md`` (RFC 9421 + RFC 9530 as profiled by
 hashfed): it selects the ``tag="hashfed"`` signature, checks parameters, time window,
 covered components, destination binding, the signer's key, the signature, the body digest,
 and finally the nonce replay cache.  The nonce is remembered only after everything else
@@ -71,7 +71,7 @@ ERROR_CODES = (
     "missing_role",
     "replay_cache_full",
 )
-"""Every code request authentication can raise; each is documented in spec/auth-section.md."""
+"""Every code request authentication can raise; each is documented in spec/auth.md."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def verify_request(
 ) -> Principal:
     """Authenticate one request addressed to member ``destination``; return its signer.
 
-    Raises :class:`AuthError` with the codes listed in ``spec/auth-section.md``.  Suspension
+    Raises :class:`AuthError` with the codes listed in ``spec/auth.md``.  Suspension
     is *not* checked here: the principal is returned so callers can say 403, not 401.
     """
     input_text, signature_text = view.headers.get("signature-input"), view.headers.get("signature")

@@ -172,7 +172,7 @@ def build_vectors() -> dict[str, Any]:
     ]
     return {
         "description": (
-            "hashfed/v1 entry known answers (spec/entries-section.md). signature = "
+            "hashfed/v1 entry known answers (spec/entries.md). signature = "
             "Ed25519(seed, 'hashfed/v1/entry\\n' || signing_payload); leaf = RFC 8785 of "
             "{entry, signature}; leaf_hash = SHA-256(0x00 || leaf)."
         ),

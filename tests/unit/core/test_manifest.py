@@ -139,7 +139,7 @@ def build_vectors() -> dict[str, Any]:
     signed_update = sign_manifest(update, [STEWARDS[2], STEWARDS[0]])
     return {
         "description": (
-            "hashfed/v1 manifest known answers (spec/entries-section.md). Each signature is "
+            "hashfed/v1 manifest known answers (spec/entries.md). Each signature is "
             "Ed25519(steward seed, 'hashfed/v1/manifest\\n' || payload) with payload = RFC 8785 "
             "of the manifest; manifest_hash = SHA-256(payload). 'update' replaces the steward "
             "set and is signed by 2 of the 3 stewards of 'genesis'."

@@ -37,7 +37,7 @@ from federation.server.auth import (
 )
 
 NOW = 1_700_000_000
-SPEC = Path(__file__).resolve().parents[3] / "spec" / "auth-section.md"
+SPEC = Path(__file__).resolve().parents[3] / "spec" / "auth.md"
 DEST = "member-b"
 SEED = hashlib.sha256(b"client-1").digest()
 CLIENT = SigningKey.from_seed("client-1", SEED)
