@@ -99,7 +99,9 @@ def make_federation(
         save_private_key(keydir / "log.key", log_key)
         save_private_key(keydir / "transport.key", transport)
         clients = {
-            name: ClientSpec(f"{member_id}-{name}", roles, SigningKey.generate(f"{member_id}-{name}"))
+            name: ClientSpec(
+                f"{member_id}-{name}", roles, SigningKey.generate(f"{member_id}-{name}")
+            )
             for name, roles in (("cli", ("submit", "match", "admin")), ("reader", ("match",)))
         }
         members.append(
@@ -194,7 +196,8 @@ class Node:
         return RuntimeError(f"node {self.spec.member_id}: {why}\n--- stderr ---\n{tail}")
 
     def _wait_listening(self) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
         buffer = b""
         while time.monotonic() < deadline:
