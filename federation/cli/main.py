@@ -26,6 +26,8 @@ EXIT_UNREACHABLE = 3
 COMMAND_MODULES: tuple[str, ...] = (
     "federation.cli.hash_cmd",
     "federation.cli.serve_cmd",
+    "federation.cli.keys_cmd",
+    "federation.cli.manifest_cmd",
 )
 
 

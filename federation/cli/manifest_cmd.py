@@ -1,0 +1,374 @@
+"""``hashfed manifest``: how stewards write, sign and check the membership manifest.
+
+File format.  Every manifest file, signed or not, is the JSON of a signed manifest::
+
+    {"manifest": {...}, "signatures": [{"key_id": "hex8", "signature": "base64"}, ...]}
+
+A *draft* is such a file whose ``signatures`` list is empty.  The rules:
+
+* ``new`` writes a draft of version 1 (no members, default policy).
+* An edit (``add-member``, ``suspend``, ``set-policy``, ``set-stewards``) of a draft changes it
+  in place (or writes ``--out``) and keeps its version.
+* An edit of a file that carries signatures starts the *next* version: version + 1, signatures
+  cleared.  Because the signed version is still needed (nodes hold it, and
+  ``verify --previous`` checks the next version against it), such an edit must name a new
+  file with ``--out``.
+* ``sign`` adds one steward signature and keeps the version; stewards sign one after another.
+  A genesis version is signed by its own stewards; every later version by a quorum of the
+  stewards of the version before it.
+* ``verify`` checks the quorum: against the file's own stewards (genesis: compare the printed
+  hash with the one pinned out of band), or with ``--previous`` against the previous
+  version's stewards, including the update rule (same federation, newer version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from federation.cli.keys_cmd import parse_transport_public
+from federation.cli.manifest_summary import print_summary, summary
+from federation.cli.output import notice, print_json
+from federation.core.keys import KeyType
+from federation.core.manifest import (
+    Manifest,
+    SignedManifest,
+    accept_update,
+    add_manifest_signature,
+    manifest_json,
+    parse_signed_manifest,
+    signed_manifest_json,
+    verify_manifest,
+)
+from federation.errors import InputError
+from federation.keyfile import load_private_key
+
+Edit = Callable[[dict[str, Any], int], None]
+"""Changes the manifest JSON in place, given the current unix time."""
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def load_manifest(path: Path) -> SignedManifest:
+    """Read a manifest file (signed or draft); errors name the field at fault."""
+    return parse_signed_manifest(path.read_bytes())
+
+
+def _validate(data: dict[str, Any]) -> Manifest:
+    try:
+        return Manifest.model_validate_json(json.dumps(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InputError(
+            f"invalid manifest: {field or '$'}: {first['msg']}",
+            code="invalid_manifest",
+            field=field,
+        ) from None
+
+
+def write_manifest(path: Path, signed: SignedManifest, *, overwrite: bool) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a manifest."""
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --force to replace it", code="file_exists")
+    text = json.dumps(signed_manifest_json(signed), indent=2, ensure_ascii=False) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_value(value: str) -> str:
+    """A key given inline or as the path of a file holding it (e.g. a ``.pub`` file)."""
+    path = Path(value)
+    if "\n" not in value and path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    return value
+
+
+def _unix(text: str, what: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise InputError(f"{what} must be unix seconds, got {text!r}", code="invalid_input")
+    return int(text)
+
+
+def parse_transport_spec(spec: str, now: int) -> dict[str, Any]:
+    """``KEYID=BASE64[@NOT_BEFORE[-NOT_AFTER]]`` (or a ``.pub`` file instead of KEYID=BASE64).
+
+    ``NOT_BEFORE`` defaults to now: a key is valid from when the stewards add it.
+    """
+    head, _, window = spec.partition("@")
+    key_id, public_key = parse_transport_public(_read_value(head))
+    out: dict[str, Any] = {"key_id": key_id, "public_key": public_key, "not_before": now}
+    if window:
+        start, dash, end = window.partition("-")
+        out["not_before"] = _unix(start, "transport key NOT_BEFORE")
+        if dash:
+            out["not_after"] = _unix(end, "transport key NOT_AFTER")
+    return out
+
+
+def _roles(values: list[str]) -> list[str]:
+    return [r.strip() for v in values for r in v.split(",") if r.strip()]
+
+
+def run_new(args: argparse.Namespace) -> int:
+    """``manifest new``: a version-1 draft."""
+    manifest = _validate(
+        {
+            "federation": args.federation,
+            "version": 1,
+            "issued_at": _now(),
+            "members": [],
+            "stewards": [_read_value(v) for v in args.steward_key],
+            "steward_quorum": args.quorum,
+        }
+    )
+    write_manifest(args.out, SignedManifest(manifest=manifest, signatures=()), overwrite=args.force)
+    print(f"wrote draft {args.out}: federation {manifest.federation} version 1, unsigned")
+    return 0
+
+
+def _edit(args: argparse.Namespace, change: Edit) -> int:
+    """Apply ``change`` following the draft rules in the module docstring."""
+    signed = load_manifest(args.file)
+    data = manifest_json(signed.manifest)
+    now = _now()
+    if signed.signatures:
+        if args.out is None:
+            raise InputError(
+                f"{args.file} is signed (version {data['version']}); write the draft of version"
+                f" {data['version'] + 1} to a new file with --out (keep the signed one: the"
+                " next version is verified against it)",
+                code="manifest_is_signed",
+            )
+        data["version"] += 1
+    data["issued_at"] = max(now, data["issued_at"])
+    change(data, now)
+    manifest = _validate(data)
+    out: Path = args.out or args.file
+    overwrite = args.force or out.resolve() == args.file.resolve()
+    write_manifest(out, SignedManifest(manifest=manifest, signatures=()), overwrite=overwrite)
+    print(
+        f"wrote draft {out}: version {manifest.version}, {len(manifest.members)} members, unsigned"
+    )
+    return 0
+
+
+def run_add_member(args: argparse.Namespace) -> int:
+    """``manifest add-member``."""
+    log_vkey = _read_value(args.log_vkey)
+
+    def change(data: dict[str, Any], now: int) -> None:
+        member: dict[str, Any] = {
+            "id": args.id,
+            "name": args.name,
+            "roles": _roles(args.roles),
+            "endpoint": args.endpoint,
+            "log_origin": args.log_origin or log_vkey.split("+", 1)[0],
+            "log_vkey": log_vkey,
+            "transport_keys": [parse_transport_spec(s, now) for s in args.transport_key],
+        }
+        if args.witness_vkey:
+            member["witness_vkey"] = _read_value(args.witness_vkey)
+        data["members"].append(member)
+
+    return _edit(args, change)
+
+
+def run_suspend(args: argparse.Namespace) -> int:
+    """``manifest suspend``."""
+
+    def change(data: dict[str, Any], now: int) -> None:
+        for member in data["members"]:
+            if member["id"] == args.id:
+                if member["status"] == "suspended":
+                    raise InputError(f"member {args.id!r} is already suspended", field="id")
+                member["status"] = "suspended"
+                member["suspended_at"] = now if args.at is None else args.at
+                return
+        raise InputError(
+            f"no member {args.id!r} in the manifest", code="unknown_member", field="id"
+        )
+
+    return _edit(args, change)
+
+
+_POLICY_OPTIONS = {
+    "pdq_threshold": "pdq_threshold",
+    "min_quality": "min_pdq_quality",
+    "witness_quorum": "witness_quorum",
+    "quarantine_false_positives": "quarantine_false_positives",
+}
+
+
+def run_set_policy(args: argparse.Namespace) -> int:
+    """``manifest set-policy``."""
+    changes = {field: getattr(args, opt) for opt, field in _POLICY_OPTIONS.items()}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        raise InputError("set-policy needs at least one policy option", code="invalid_input")
+
+    def change(data: dict[str, Any], now: int) -> None:
+        data["policy"] = {**data.get("policy", {}), **changes}
+
+    return _edit(args, change)
+
+
+def run_set_stewards(args: argparse.Namespace) -> int:
+    """``manifest set-stewards``: the stewards (and quorum) who sign the version after this."""
+
+    def change(data: dict[str, Any], now: int) -> None:
+        data["stewards"] = [_read_value(v) for v in args.steward_key]
+        data["steward_quorum"] = args.quorum
+
+    return _edit(args, change)
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    """``manifest sign``: add one steward signature, keep the version."""
+    signed = load_manifest(args.file)
+    key = load_private_key(args.key)
+    if key.key_type != KeyType.ED25519:
+        raise InputError("steward keys are note keys (type 0x01)", code="invalid_key", field="key")
+    key_id = key.public.key_id.hex()
+    if key_id not in signed.manifest.steward_keys():
+        notice(
+            f"key {key_id} is not a steward of this version; that is right only if it is a"
+            " steward of the previous version"
+        )
+    result = add_manifest_signature(signed, key)
+    out: Path = args.out or args.file
+    write_manifest(out, result, overwrite=True)
+    print(f"signed {out} as {key.name} ({key_id}): {len(result.signatures)} signatures")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``manifest verify``: exit 0 with a summary, or 1 with the reason (raised)."""
+    signed = load_manifest(args.file)
+    previous = load_manifest(args.previous) if args.previous else None
+    if previous is None:
+        verify_manifest(signed)
+    else:
+        accept_update(previous, signed)
+    info = summary(signed, previous.manifest if previous else None, verified=True)
+    if args.json:
+        print_json(info)
+    else:
+        print_summary(info)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """``manifest show``: the summary of a draft or signed file, without verifying."""
+    info = summary(load_manifest(args.file), None, verified=False)
+    if args.json:
+        print_json(info)
+    else:
+        print_summary(info)
+    return 0
+
+
+def _file_args(parser: argparse.ArgumentParser, *, out_help: str) -> None:
+    parser.add_argument("file", type=Path, metavar="FILE")
+    parser.add_argument("--out", type=Path, metavar="FILE", help=out_help)
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``manifest`` and its actions."""
+    parser = subparsers.add_parser(
+        "manifest",
+        help="write, sign and verify the membership manifest (stewards)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="manifest_command", metavar="ACTION")
+    sub.required = True
+    edit_out = "write the draft here (required when FILE is signed; default: edit FILE)"
+
+    new = sub.add_parser("new", help="start a version-1 draft")
+    new.add_argument("--federation", required=True, metavar="NAME")
+    new.add_argument(
+        "--steward-key",
+        required=True,
+        action="extend",
+        nargs="+",
+        metavar="VKEY",
+        help="steward verifier key (or a .pub file); repeat or list several",
+    )
+    new.add_argument("--quorum", required=True, type=int, metavar="K")
+    new.add_argument("--out", required=True, type=Path, metavar="FILE")
+    new.add_argument("--force", action="store_true", help="replace an existing FILE")
+    new.set_defaults(func=run_new)
+
+    add = sub.add_parser("add-member", help="add a member")
+    _file_args(add, out_help=edit_out)
+    add.add_argument("--id", required=True, help="member id, e.g. police.example")
+    add.add_argument("--name", required=True, help="organisation name")
+    add.add_argument(
+        "--roles",
+        required=True,
+        action="append",
+        help="comma-separated: submitter, consumer, auditor, witness",
+    )
+    add.add_argument("--endpoint", required=True, help="base URL of the member's node")
+    add.add_argument("--log-origin", help="checkpoint origin (default: the log vkey's name)")
+    add.add_argument("--log-vkey", required=True, metavar="VKEY", help="vkey or .pub file")
+    add.add_argument(
+        "--transport-key",
+        required=True,
+        action="append",
+        metavar="KEYID=BASE64[@NOT_BEFORE[-NOT_AFTER]]",
+        help="request-signing key (or a .pub file) with optional unix validity; repeatable",
+    )
+    add.add_argument("--witness-vkey", metavar="VKEY", help="cosignature vkey (witnesses)")
+    add.set_defaults(func=run_add_member)
+
+    suspend = sub.add_parser("suspend", help="suspend a member")
+    _file_args(suspend, out_help=edit_out)
+    suspend.add_argument("--id", required=True)
+    suspend.add_argument("--at", type=int, metavar="UNIX", help="effective time (default: now)")
+    suspend.set_defaults(func=run_suspend)
+
+    policy = sub.add_parser("set-policy", help="change federation policy")
+    _file_args(policy, out_help=edit_out)
+    policy.add_argument("--pdq-threshold", type=int, metavar="N")
+    policy.add_argument("--min-quality", type=int, metavar="N")
+    policy.add_argument("--witness-quorum", type=int, metavar="N")
+    policy.add_argument("--quarantine-false-positives", type=int, metavar="N")
+    policy.set_defaults(func=run_set_policy)
+
+    stewards = sub.add_parser("set-stewards", help="replace the stewards of the next version")
+    _file_args(stewards, out_help=edit_out)
+    stewards.add_argument("--steward-key", required=True, action="extend", nargs="+")
+    stewards.add_argument("--quorum", required=True, type=int, metavar="K")
+    stewards.set_defaults(func=run_set_stewards)
+
+    sign = sub.add_parser("sign", help="add a steward signature")
+    sign.add_argument("file", type=Path, metavar="FILE")
+    sign.add_argument("--key", required=True, type=Path, metavar="STEWARD_KEY_FILE")
+    sign.add_argument("--out", type=Path, metavar="FILE", help="default: sign FILE in place")
+    sign.set_defaults(func=run_sign)
+
+    verify = sub.add_parser("verify", help="check the steward quorum (exit 1 if it fails)")
+    verify.add_argument("file", type=Path, metavar="FILE")
+    verify.add_argument(
+        "--previous", type=Path, metavar="PREV_FILE", help="verify as an update of this version"
+    )
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(func=run_verify)
+
+    show = sub.add_parser("show", help="summarise a manifest or draft without verifying")
+    show.add_argument("file", type=Path, metavar="FILE")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=run_show)
