@@ -1,0 +1,157 @@
+"""Test fixtures for replication: fixed-seed keys, a manifest, and an in-memory origin log.
+
+:class:`FakeLog` is a member's log built from real signed entries and checkpoints over
+:class:`~federation.core.tlog.MemoryHashStore`, so verification sees exactly what a real node
+would serve; tests then tamper with copies of what it produces.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from federation.core.checkpoint import Checkpoint, sign_checkpoint
+from federation.core.entries import Submission, leaf_bytes, leaf_hash, sign_entry
+from federation.core.keys import KeyType, SigningKey
+from federation.core.labels import Labels
+from federation.core.manifest import Manifest
+from federation.core.signals import Md5Signal
+from federation.core.tlog import MemoryHashStore
+from federation.log.mirror import frontier_positions
+from federation.sync.verify import TrustedState
+
+LABELS = Labels(categories=("csam",), severity="high", confirmed_by="police")
+T0 = 1_700_000_000
+
+
+def seeded(label: str, name: str, key_type: KeyType = KeyType.ED25519) -> SigningKey:
+    return SigningKey.from_seed(name, hashlib.sha256(label.encode()).digest(), key_type)
+
+
+LOG_KEYS = {
+    m: seeded(f"sync test: {m} log", f"{m}.example/hashfed") for m in ("police", "relay", "self")
+}
+HTTP_KEYS = {m: seeded(f"sync test: {m} http", f"{m}-http") for m in ("police", "relay", "self")}
+WITNESS_KEY = seeded("sync test: witness", "witness.example", KeyType.COSIGNATURE_V1)
+WITNESS_LOG = seeded("sync test: witness log", "witness.example/hashfed")
+WITNESS_HTTP = seeded("sync test: witness http", "witness-http")
+
+
+def _member(member_id: str, endpoint: str, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": member_id,
+        "name": member_id.title(),
+        "roles": ["submitter", "consumer"],
+        "endpoint": endpoint,
+        "log_origin": f"{member_id}.example/hashfed",
+        "log_vkey": LOG_KEYS[member_id].public.vkey(),
+        "transport_keys": [
+            {
+                "key_id": f"{member_id}-http",
+                "public_key": base64.b64encode(HTTP_KEYS[member_id].public.raw).decode(),
+                "not_before": 0,
+            }
+        ],
+    }
+    data.update(changes)
+    return data
+
+
+def make_manifest(
+    *,
+    endpoints: dict[str, str] | None = None,
+    police: dict[str, Any] | None = None,
+    witness_quorum: int = 0,
+) -> Manifest:
+    """Members police (the origin under test), relay and self, plus one witness."""
+    urls = {m: f"http://{m}.invalid" for m in ("police", "relay", "self")}
+    urls.update(endpoints or {})
+    witness = {
+        "id": "witness",
+        "name": "Witness",
+        "roles": ["witness"],
+        "endpoint": "http://witness.invalid",
+        "log_origin": "witness.example/hashfed",
+        "log_vkey": WITNESS_LOG.public.vkey(),
+        "witness_vkey": WITNESS_KEY.public.vkey(),
+        "transport_keys": [
+            {
+                "key_id": "witness-http",
+                "public_key": base64.b64encode(WITNESS_HTTP.public.raw).decode(),
+                "not_before": 0,
+            }
+        ],
+    }
+    return Manifest.model_validate(
+        {
+            "federation": "sync.test",
+            "version": 1,
+            "issued_at": T0,
+            "members": [
+                _member("police", urls["police"], **(police or {})),
+                _member("relay", urls["relay"]),
+                _member("self", urls["self"]),
+                witness,
+            ],
+            "policy": {"witness_quorum": witness_quorum},
+            "stewards": [seeded("sync test: steward", "steward").public.vkey()],
+            "steward_quorum": 1,
+        }
+    )
+
+
+def submission(member_id: str, n: int, *, created: int | None = None) -> Submission:
+    return Submission(
+        origin=member_id,
+        id=f"sub-{n}",
+        created=T0 + n if created is None else created,
+        signal=Md5Signal(value=f"{n:032x}"),
+        labels=LABELS,
+    )
+
+
+class FakeLog:
+    """One member's log in memory: leaves, stored hashes, signed checkpoints on demand."""
+
+    def __init__(self, member_id: str = "police", key: SigningKey | None = None) -> None:
+        self.member_id = member_id
+        self.key = key or LOG_KEYS[member_id]
+        self.origin = self.key.name
+        self.leaves: list[bytes] = []
+        self.hashes = MemoryHashStore()
+
+    @property
+    def size(self) -> int:
+        return len(self.leaves)
+
+    def add(
+        self, count: int, *, created: int | None = None, signer: SigningKey | None = None
+    ) -> None:
+        """Append ``count`` signed submissions (signed by ``signer``, default the log key)."""
+        for _ in range(count):
+            n = self.size
+            signed = sign_entry(submission(self.member_id, n, created=created), signer or self.key)
+            self.add_leaf(leaf_bytes(signed))
+
+    def add_leaf(self, leaf: bytes) -> None:
+        self.leaves.append(leaf)
+        self.hashes.append(leaf_hash(leaf))
+
+    def note(self, size: int | None = None) -> str:
+        """The signed checkpoint at ``size`` (default: all leaves)."""
+        n = self.size if size is None else size
+        return sign_checkpoint(
+            Checkpoint(self.origin, n, self.hashes.root(n)), self.key
+        ).serialise()
+
+    def page(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        return [(i, self.leaves[i]) for i in range(start, end)]
+
+    def proof(self, m: int, n: int) -> list[bytes]:
+        return self.hashes.consistency_proof(m, n) if 0 < m < n else []
+
+    def trusted(self, size: int) -> TrustedState:
+        """What a mirror that verified the first ``size`` leaves holds."""
+        frontier = tuple(self.hashes.read_hashes(frontier_positions(size)))
+        return TrustedState(size, self.hashes.root(size), frontier, self.note(size))
