@@ -1,0 +1,180 @@
+"""Mirrored logs on both backends: apply verified batches, idempotency, resume, evidence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+
+from federation.errors import ConflictError, StorageError, VerificationError
+from federation.log import mirror, reader
+from federation.store import Store, open_store
+from federation.store.schema import checkpoints, entries, evidence, logs
+from federation.sync.verify import InconsistentCheckpoint, VerifiedBatch, verify_batch
+from tests.unit.sync.helpers import T0, FakeLog, make_manifest
+
+MANIFEST = make_manifest()
+POLICE = MANIFEST.member("police")
+assert POLICE is not None
+ORIGIN = POLICE.log_origin
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    opened = await open_store(db_url)
+    yield opened
+    await opened.close()
+
+
+async def batch_to(store: Store, log: FakeLog, size: int | None = None) -> VerifiedBatch:
+    """Verify ``log`` up to ``size`` against what ``store`` trusts now."""
+    n = log.size if size is None else size
+    async with store.read() as conn:
+        trusted = await mirror.load_trusted(conn, ORIGIN)
+    m = 0 if trusted is None else trusted.size
+    return verify_batch(
+        POLICE,
+        trusted,
+        log.note(n),
+        log.page(m, n),
+        log.proof(m, n),
+        manifest=MANIFEST,
+        now=T0,
+    )
+
+
+async def apply(store: Store, batch: VerifiedBatch) -> bool:
+    async with store.transaction() as conn:
+        return await mirror.apply_verified(conn, "police", ORIGIN, batch, T0)
+
+
+async def count(store: Store, table: object) -> int:
+    async with store.read() as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(func.count()).select_from(table).where(table.c.origin == ORIGIN)  # type: ignore[attr-defined]
+                )
+            ).scalar_one()
+        )
+
+
+async def test_apply_and_serve_like_our_own_log(store: Store) -> None:
+    log = FakeLog()
+    log.add(13)
+    assert await apply(store, await batch_to(store, log, 5))
+    assert await apply(store, await batch_to(store, log))
+    async with store.read() as conn:
+        state = await reader.log_state(conn, ORIGIN)
+        assert (state.size, state.root, state.note) == (13, log.hashes.root(), log.note())
+        assert state.member_id == "police"
+        page = await reader.leaves(conn, ORIGIN, 0, 1000)
+        assert [leaf.leaf for leaf in page] == log.leaves
+        assert await reader.consistency_proof(conn, ORIGIN, 5, 13) == log.proof(5, 13)
+        assert await reader.checkpoint_at(conn, ORIGIN, 5) == log.note(5)
+        trusted = await mirror.load_trusted(conn, ORIGIN)
+    assert trusted == log.trusted(13)
+
+
+async def test_duplicate_apply_is_a_noop(store: Store) -> None:
+    log = FakeLog()
+    log.add(7)
+    batch = await batch_to(store, log)
+    assert await apply(store, batch)
+    assert not await apply(store, batch)
+    older = await batch_to(store, log, 7)  # empty batch at the same size
+    assert not older.leaves
+    assert not await apply(store, older)
+    assert await count(store, entries) == 7
+    assert await count(store, checkpoints) == 1
+
+
+async def test_applying_an_older_batch_after_a_newer_one_is_a_noop(store: Store) -> None:
+    log = FakeLog()
+    log.add(9)
+    first = await batch_to(store, log, 4)
+    assert await apply(store, first)
+    assert await apply(store, await batch_to(store, log))
+    assert not await apply(store, first)
+    assert await count(store, entries) == 9
+
+
+async def test_stale_batch_is_refused_and_nothing_written(store: Store) -> None:
+    log = FakeLog()
+    log.add(9)
+    early = await batch_to(store, log, 6)  # from 0
+    assert await apply(store, await batch_to(store, log, 3))
+    with pytest.raises(ConflictError) as err:
+        await apply(store, early)
+    assert err.value.code == "stale_batch"
+    assert await count(store, entries) == 3
+
+
+async def test_resume_from_partial_state_converges(store: Store) -> None:
+    log = FakeLog()
+    log.add(3)
+    assert await apply(store, await batch_to(store, log))
+    for grow in (1, 4, 8, 1, 15):
+        log.add(grow)
+        assert await apply(store, await batch_to(store, log))
+    async with store.read() as conn:
+        state = await reader.log_state(conn, ORIGIN)
+    assert (state.size, state.root) == (log.size, log.hashes.root())
+
+
+@pytest.mark.parametrize("fork_size", [3, 6])
+async def test_another_root_at_a_stored_size_is_proven_inconsistent(
+    store: Store, fork_size: int
+) -> None:
+    log = FakeLog()
+    log.add(6)
+    assert await apply(store, await batch_to(store, log))
+    fork = FakeLog()
+    fork.add(2)
+    fork.add(fork_size - 2, created=T0 + 500)
+    # Verified from scratch (as a node that trusted nothing would), then applied here.
+    batch = verify_batch(
+        POLICE, None, fork.note(), fork.page(0, fork_size), [], manifest=MANIFEST, now=T0
+    )
+    with pytest.raises(InconsistentCheckpoint) as err:
+        await apply(store, batch)
+    assert err.value.proven
+    assert (err.value.trusted_note, err.value.new_note) == (log.note(), fork.note())
+    assert await count(store, entries) == 6
+
+
+async def test_evidence_freezes_the_log(store: Store) -> None:
+    log = FakeLog()
+    log.add(4)
+    assert await apply(store, await batch_to(store, log))
+    async with store.transaction() as conn:
+        new = await mirror.record_evidence(
+            conn, ORIGIN, log.note(), "forged", "fork", now=T0, proof=[b"\x01" * 32], source="relay"
+        )
+        again = await mirror.record_evidence(conn, ORIGIN, log.note(), "forged", "second", now=T0)
+    assert (new, again) == (True, False)
+    async with store.read() as conn:
+        assert await mirror.is_frozen(conn, ORIGIN) == "fork"
+        rows = (await conn.execute(select(evidence))).all()
+        state = await reader.log_state(conn, ORIGIN)
+    assert len(rows) == 1
+    assert (rows[0].note_a, rows[0].note_b, rows[0].source) == (log.note(), "forged", "relay")
+    assert rows[0].proof == '["AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="]'
+    assert state.frozen
+    log.add(2)
+    with pytest.raises(VerificationError) as err:
+        await apply(store, await batch_to(store, log))
+    assert err.value.code == "log_frozen"
+    assert await count(store, entries) == 4
+
+
+async def test_damaged_tree_table_is_detected(store: Store) -> None:
+    log = FakeLog()
+    log.add(5)
+    assert await apply(store, await batch_to(store, log))
+    async with store.transaction() as conn:
+        await conn.execute(logs.update().values(root=b"\x07" * 32))
+    with pytest.raises(StorageError) as err:
+        await batch_to(store, log)
+    assert err.value.code == "log_state_inconsistent"
