@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from federation.errors import ConflictError, StorageError, VerificationError
 from federation.log import mirror, reader
 from federation.store import Store, open_store
 from federation.store.schema import checkpoints, entries, evidence, logs
 from federation.sync.verify import InconsistentCheckpoint, VerifiedBatch, verify_batch
-from tests.unit.sync.helpers import T0, FakeLog, make_manifest
+from tests.unit.sync.helpers import T0, FakeLog, make_manifest, member_of
 
 MANIFEST = make_manifest()
-POLICE = MANIFEST.member("police")
-assert POLICE is not None
+POLICE = member_of(MANIFEST, "police")
 ORIGIN = POLICE.log_origin
 
 
@@ -49,15 +48,10 @@ async def apply(store: Store, batch: VerifiedBatch) -> bool:
         return await mirror.apply_verified(conn, "police", ORIGIN, batch, T0)
 
 
-async def count(store: Store, table: object) -> int:
+async def count(store: Store, table: Table) -> int:
+    query = select(func.count()).select_from(table).where(table.c.origin == ORIGIN)
     async with store.read() as conn:
-        return int(
-            (
-                await conn.execute(
-                    select(func.count()).select_from(table).where(table.c.origin == ORIGIN)  # type: ignore[attr-defined]
-                )
-            ).scalar_one()
-        )
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def test_apply_and_serve_like_our_own_log(store: Store) -> None:

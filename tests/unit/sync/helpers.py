@@ -15,7 +15,7 @@ from federation.core.checkpoint import Checkpoint, sign_checkpoint
 from federation.core.entries import Submission, leaf_bytes, leaf_hash, sign_entry
 from federation.core.keys import KeyType, SigningKey
 from federation.core.labels import Labels
-from federation.core.manifest import Manifest
+from federation.core.manifest import Manifest, Member
 from federation.core.signals import Md5Signal
 from federation.core.tlog import MemoryHashStore
 from federation.log.mirror import frontier_positions
@@ -99,6 +99,13 @@ def make_manifest(
             "steward_quorum": 1,
         }
     )
+
+
+def member_of(manifest: Manifest, member_id: str) -> Member:
+    """The member, which the test manifest is known to hold."""
+    found = manifest.member(member_id)
+    assert found is not None
+    return found
 
 
 def submission(member_id: str, n: int, *, created: int | None = None) -> Submission:

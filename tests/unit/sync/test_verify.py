@@ -19,11 +19,18 @@ from federation.sync.verify import (
     frontier_root,
     verify_batch,
 )
-from tests.unit.sync.helpers import LOG_KEYS, T0, WITNESS_KEY, FakeLog, make_manifest, submission
+from tests.unit.sync.helpers import (
+    LOG_KEYS,
+    T0,
+    WITNESS_KEY,
+    FakeLog,
+    make_manifest,
+    member_of,
+    submission,
+)
 
 MANIFEST = make_manifest()
-POLICE = MANIFEST.member("police")
-assert POLICE is not None
+POLICE = member_of(MANIFEST, "police")
 NOW = T0 + 10_000
 
 
@@ -194,7 +201,7 @@ def test_entry_signed_by_wrong_key() -> None:
 
 def test_suspended_members_later_entries_are_refused() -> None:
     manifest = make_manifest(police={"status": "suspended", "suspended_at": T0 + 100})
-    member = manifest.member("police")
+    member = member_of(manifest, "police")
     fake = FakeLog()
     fake.add(3)  # created T0+0..2: before the suspension
     assert run(fake, None, manifest=manifest, member=member).size == 3  # type: ignore[attr-defined]
@@ -211,7 +218,7 @@ def test_duplicate_entry_id_in_batch() -> None:
 
 def test_witness_quorum(log: FakeLog) -> None:
     manifest = make_manifest(witness_quorum=1)
-    member = manifest.member("police")
+    member = member_of(manifest, "police")
     note = log.note()
     assert code_of(log, 5, manifest=manifest, member=member) == "witness_quorum_not_met"
     body = SignedNote.parse(note).text
