@@ -43,7 +43,8 @@ async def served() -> AsyncIterator[tuple[TestServer, Metrics]]:
         middlewares=[metrics_middleware(metrics), error_middleware(metrics.auth_failure)]
     )
     app.router.add_get("/raise/{kind}", _raise)
-    async with TestServer(app) as server:
+    server = TestServer(app)
+    async with server:
         yield server, metrics
 
 

@@ -57,7 +57,8 @@ async def ctx(fed: Federation) -> AsyncIterator[NodeContext]:
 
 @pytest.fixture
 async def server(ctx: NodeContext) -> AsyncIterator[TestServer]:
-    async with TestServer(create_app(ctx)) as srv:
+    srv = TestServer(create_app(ctx))
+    async with srv:
         yield srv
 
 
