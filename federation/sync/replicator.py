@@ -1,0 +1,395 @@
+"""Pull replication of every other member's log, with checkpoint gossip (spec/sync-section.md).
+
+For each origin the replicator keeps the last verified (size, root) in storage and, when polled
+or poked, pulls from the origin itself or — if the origin is unreachable or misbehaves — from
+any peer that mirrors it (authority comes from the origin's signatures, never the relay's).
+One pull fetches a checkpoint, the consistency proof from our trusted size, and every leaf up
+to the checkpoint (pages of ≤ 1000), verifies the whole range with
+:func:`~federation.sync.verify.verify_batch` and applies it in one transaction: a bad batch
+leaves nothing behind.  Cursors are tree sizes, never timestamps.
+
+Failures are charged to the peer that served the data (exponential backoff, see
+:mod:`federation.sync.health`).  Inconsistent checkpoints are charged to the *origin*: proven
+forks, and origin-served proofs that fail, are stored as evidence and freeze the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import structlog
+
+from federation.core.checkpoint import Checkpoint
+from federation.core.entries import SignedEntry
+from federation.core.manifest import Manifest, Member
+from federation.core.note import SignedNote
+from federation.errors import ConflictError, FederationError, InputError, VerificationError
+from federation.log import mirror, tree
+from federation.store import Store
+from federation.sync import health as h
+from federation.sync.client import MAX_PAGE, PeerClient, PeerHTTPError
+from federation.sync.verify import (
+    CHECKPOINT_ROLLBACK,
+    InconsistentCheckpoint,
+    TrustedState,
+    describe,
+    open_member_checkpoint,
+    verify_batch,
+)
+
+log = structlog.get_logger(__name__)
+
+AppliedItem = tuple[str, int, SignedEntry]
+"""(log origin, index, signed entry) of one entry that became part of a mirrored log."""
+SYNC_RANGE_TOO_LARGE: Final = "sync_range_too_large"
+DEFAULT_MAX_SYNC_LEAVES: Final = 100_000
+
+
+class _StaleSource(Exception):
+    """A relay holds an older (but consistent) checkpoint than ours: not a failure."""
+
+
+class Replicator:
+    """Pulls, verifies and applies other members' logs (see module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        manifest: Manifest,
+        self_id: str,
+        peers: Mapping[str, PeerClient],
+        clock: Callable[[], float],
+        on_applied: Callable[[list[AppliedItem]], object],
+        *,
+        poll_interval: float = 30.0,
+        page_size: int = MAX_PAGE,
+        max_sync_leaves: int = DEFAULT_MAX_SYNC_LEAVES,
+    ) -> None:
+        self.store = store
+        self.manifest = manifest
+        """The manifest in force; the node replaces it when a new version is accepted."""
+        self.self_id = self_id
+        self.peers = dict(peers)
+        self._clock = clock
+        self._on_applied = on_applied
+        self.poll_interval = poll_interval
+        self.page_size = max(1, min(page_size, MAX_PAGE))
+        self.max_sync_leaves = max_sync_leaves
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._peer_health = {p: h.PeerHealth(p) for p in self.peers}
+        self._origin_health: dict[str, h.OriginHealth] = {}
+        self._hints: dict[str, tuple[int, str, str | None]] = {}  # origin -> (size, note, src)
+        self._pending: set[str] = set()
+        self._running: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def origins(self) -> list[str]:
+        """Member ids whose logs this node mirrors: everyone else in the manifest."""
+        return sorted(m.id for m in self.manifest.members if m.id != self.self_id)
+
+    def _origin(self, member_id: str) -> h.OriginHealth:
+        return self._origin_health.setdefault(member_id, h.OriginHealth(member_id))
+
+    async def load(self) -> None:
+        """Read peer health and mirrored sizes from storage (call once before :meth:`run`)."""
+        async with self.store.read() as conn:
+            stored = await h.load_peer_health(conn)
+            for member_id in self.origins():
+                member = self.manifest.member(member_id)
+                assert member is not None
+                trusted = await mirror.load_trusted(conn, member.log_origin)
+                oh = self._origin(member_id)
+                oh.size = 0 if trusted is None else trusted.size
+                oh.frozen = await mirror.is_frozen(conn, member.log_origin)
+        for peer_id, ph in stored.items():
+            if peer_id in self._peer_health:
+                self._peer_health[peer_id] = ph
+
+    def status(self) -> dict[str, Any]:
+        """Per origin and per peer sync state, for ``/v1/status``."""
+        return {
+            "origins": {k: v.as_json() for k, v in sorted(self._origin_health.items())},
+            "peers": {k: v.as_json() for k, v in sorted(self._peer_health.items())},
+        }
+
+    async def reset_backoff(self, peer_id: str) -> None:
+        """Inbound authenticated contact from ``peer_id``: it is alive, ask it again at once."""
+        ph = self._peer_health.get(peer_id)
+        if ph is not None and (ph.failures or ph.backoff_until):
+            ph.failures, ph.backoff_until = 0, 0
+            async with self.store.transaction() as conn:
+                await h.save_peer_health(conn, ph)
+
+    # --- pulling ----------------------------------------------------------------------------
+
+    def _member(self, member_id: str) -> Member:
+        member = self.manifest.member(member_id)
+        if member is None or member_id == self.self_id:
+            raise InputError(f"{member_id!r} is not a log this node mirrors", code="unknown_log")
+        return member
+
+    def _sources(self, origin: str, now: int) -> list[str]:
+        ordered = ([origin] if origin in self.peers else []) + sorted(
+            p for p in self.peers if p != origin
+        )
+        return [p for p in ordered if self._peer_health[p].usable(now)]
+
+    async def sync_origin(self, origin: str) -> int:
+        """Pull ``origin``'s log up to the newest checkpoint a source offers; new leaves count."""
+        member = self._member(origin)
+        async with self._locks[origin]:
+            now = self._now()
+            oh = self._origin(origin)
+            total = 0
+            for source in self._sources(origin, now):
+                async with self.store.read() as conn:
+                    oh.frozen = await mirror.is_frozen(conn, member.log_origin)
+                    trusted = await mirror.load_trusted(conn, member.log_origin)
+                if oh.frozen:
+                    return total
+                try:
+                    total += await self._pull(source, member, trusted, now)
+                except _StaleSource:
+                    continue
+                except PeerHTTPError as exc:
+                    if exc.http_status == 404 and source != origin:
+                        continue  # this peer does not mirror that log: not its failure
+                    await self._fail(origin, source, exc, now)
+                    continue
+                except InconsistentCheckpoint as exc:
+                    if exc.proven or source == origin:
+                        await self._evidence(member, exc, source, now)
+                        return total
+                    await self._fail(origin, source, exc, now)
+                    continue
+                except ConflictError as exc:  # another applier moved the log: retry later
+                    oh.last_error, oh.last_error_at = describe(exc), now
+                    return total
+                except FederationError as exc:
+                    await self._fail(origin, source, exc, now)
+                    continue
+                await self._succeed(origin, source, now)
+                hint = self._hints.get(origin)
+                if hint is None or hint[0] <= oh.size:
+                    break  # nobody told us of anything newer
+            await self._check_hint(member)
+            return total
+
+    async def _pull(
+        self, source: str, member: Member, trusted: TrustedState | None, now: int
+    ) -> int:
+        client = self.peers[source]
+        note = await client.get_checkpoint(member.id)
+        cp, _ = open_member_checkpoint(member, note)
+        m = 0 if trusted is None else trusted.size
+        if trusted is not None and cp.size < m:
+            await self._compare_older(member, trusted, note, cp.size, cp.root)
+            if source == member.id:
+                raise VerificationError(
+                    f"origin serves checkpoint {cp.size}, older than our {m}",
+                    code=CHECKPOINT_ROLLBACK,
+                )
+            raise _StaleSource
+        if cp.size - m > self.max_sync_leaves:
+            raise VerificationError(
+                f"{cp.size - m} new leaves exceed the {self.max_sync_leaves} one pull may verify",
+                code=SYNC_RANGE_TOO_LARGE,
+            )
+        proof = await client.get_consistency(member.id, m, cp.size) if 0 < m < cp.size else []
+        leaves = await self._fetch(client, member.id, m, cp.size)
+        batch = verify_batch(member, trusted, note, leaves, proof, manifest=self.manifest, now=now)
+        async with self.store.transaction() as conn:
+            applied = await mirror.apply_verified(conn, member.id, member.log_origin, batch, now)
+        self._origin(member.id).size = batch.size
+        if not applied or not batch.leaves:
+            return 0
+        log.info(
+            "mirror_applied", origin=member.id, source=source, start=batch.start, size=batch.size
+        )
+        items = [(member.log_origin, v.index, v.signed) for v in batch.leaves]
+        result = self._on_applied(items)
+        if inspect.isawaitable(result):
+            await result
+        return len(batch.leaves)
+
+    async def _fetch(
+        self, client: PeerClient, member_id: str, start: int, end: int
+    ) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        while start < end:
+            page = await client.get_entries(member_id, start, min(self.page_size, end - start))
+            if not page.entries or page.entries[-1][0] < start:
+                raise VerificationError(
+                    f"{client.peer_id} served no leaves at {start} below its checkpoint {end}",
+                    code="leaves_not_contiguous",
+                )
+            out.extend(page.entries)
+            start = page.entries[-1][0] + 1
+        return out
+
+    async def _compare_older(
+        self, member: Member, trusted: TrustedState, note: str, size: int, root: bytes
+    ) -> None:
+        """A signed checkpoint at or below our size must match our verified tree there."""
+        if size == 0:
+            return
+        async with self.store.read() as conn:
+            ours = (
+                trusted.root
+                if size == trusted.size
+                else await mirror.root_at(conn, member.log_origin, size)
+            )
+            if ours == root:
+                return
+            proof = (
+                await tree.consistency_proof(conn, member.log_origin, size, trusted.size)
+                if size < trusted.size
+                else []
+            )
+        raise InconsistentCheckpoint(
+            f"checkpoint {size} of {member.id} differs from our verified tree at that size",
+            trusted_note=trusted.note,
+            new_note=note,
+            proof=proof,
+            proven=True,
+        )
+
+    # --- gossip -----------------------------------------------------------------------------
+
+    async def check_gossip(self, origin: str, note: str, source: str | None) -> str:
+        """Compare a checkpoint of ``origin`` a peer holds with ours; pull if it is newer.
+
+        Returns ``"known"`` (consistent with what we hold), ``"pull"`` (newer: a pull is
+        scheduled) or ``"frozen"``.  Raises VerificationError if the note is not validly signed
+        by the origin — such a note proves nothing and is never stored.
+        """
+        member = self._member(origin)
+        cp, _ = open_member_checkpoint(member, note)
+        async with self.store.read() as conn:
+            if await mirror.is_frozen(conn, member.log_origin):
+                return "frozen"
+            trusted = await mirror.load_trusted(conn, member.log_origin)
+        if trusted is not None and cp.size <= trusted.size:
+            try:
+                await self._compare_older(member, trusted, note, cp.size, cp.root)
+            except InconsistentCheckpoint as exc:
+                await self._evidence(member, exc, source, self._now())
+                return "frozen"
+            return "known"
+        best = self._hints.get(origin)
+        if best is None or cp.size > best[0]:
+            self._hints[origin] = (cp.size, note, source)
+        self.poke(origin)
+        return "pull"
+
+    async def _check_hint(self, member: Member) -> None:
+        hint = self._hints.get(member.id)
+        if hint is None:
+            return
+        size, note, source = hint
+        async with self.store.read() as conn:
+            trusted = await mirror.load_trusted(conn, member.log_origin)
+        if trusted is None or size > trusted.size:
+            return  # still ahead of us: keep it for the next pull
+        del self._hints[member.id]
+        try:
+            await self._compare_older(member, trusted, note, size, _root_of(note))
+        except InconsistentCheckpoint as exc:
+            await self._evidence(member, exc, source, self._now())
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    async def _evidence(
+        self, member: Member, exc: InconsistentCheckpoint, source: str | None, now: int
+    ) -> None:
+        reason = describe(exc) + ("" if exc.proven else f" (proof served by origin {source})")
+        async with self.store.transaction() as conn:
+            await mirror.record_evidence(
+                conn,
+                member.log_origin,
+                exc.trusted_note or "",
+                exc.new_note,
+                reason,
+                now=now,
+                proof=exc.proof,
+                source=source,
+            )
+        oh = self._origin(member.id)
+        oh.frozen, oh.last_error, oh.last_error_at = reason, reason, now
+        log.error("split_view_detected", origin=member.id, source=source, reason=reason)
+
+    async def _fail(self, origin: str, source: str, exc: FederationError, now: int) -> None:
+        reason = f"{source}: {describe(exc)}"
+        oh = self._origin(origin)
+        oh.last_error, oh.last_error_at = reason, now
+        ph = self._peer_health[source]
+        h.mark_failure(ph, describe(exc), now)
+        async with self.store.transaction() as conn:
+            await h.save_peer_health(conn, ph)
+        log.warning(
+            "pull_failed", origin=origin, source=source, code=exc.code, failures=ph.failures
+        )
+
+    async def _succeed(self, origin: str, source: str, now: int) -> None:
+        oh = self._origin(origin)
+        oh.last_success, oh.last_source = now, source
+        ph = self._peer_health[source]
+        h.mark_success(ph, now)
+        async with self.store.transaction() as conn:
+            await h.save_peer_health(conn, ph)
+
+    # --- scheduling -------------------------------------------------------------------------
+
+    def poke(self, origin: str) -> None:
+        """Pull ``origin`` as soon as possible; pokes during a pull coalesce into one more."""
+        self._pending.add(origin)
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return once the pulls in flight finish."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Poll every origin every ``poll_interval`` seconds and serve pokes immediately."""
+        loop = asyncio.get_running_loop()
+        next_poll: dict[str, float] = {}
+        async with asyncio.TaskGroup() as tg:
+            while not self._stopping:
+                self._wake.clear()
+                now = loop.time()
+                for origin in self.origins():
+                    if next_poll.get(origin, 0.0) <= now:
+                        self._pending.add(origin)
+                        next_poll[origin] = now + self.poll_interval
+                for origin in sorted(self._pending - self._running):
+                    self._pending.discard(origin)
+                    self._running.add(origin)
+                    tg.create_task(self._guarded(origin))
+                delay = min(next_poll.values(), default=now + self.poll_interval) - now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.01))
+
+    async def _guarded(self, origin: str) -> None:
+        try:
+            await self.sync_origin(origin)
+        except Exception:  # one origin's bug must not stop the others; it is logged
+            log.exception("pull_crashed", origin=origin)
+        finally:
+            self._running.discard(origin)
+            self._wake.set()
+
+
+def _root_of(note: str) -> bytes:
+    return Checkpoint.parse_body(SignedNote.parse(note).text).root
