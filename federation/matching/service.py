@@ -1,0 +1,286 @@
+"""The match service: the node's index loaded from storage and kept current (ARCHITECTURE §10).
+
+Lifecycle.  The node constructs ``MatchService(policy)`` before it serves, starts
+:meth:`MatchService.load` in the background and calls :meth:`MatchService.on_entries` after
+every append.  Until the load finishes, ``on_entries`` only *buffers*; the load first notes the
+size of every log, reads exactly the entries below those sizes, and then applies the buffered
+items whose index is at or past the noted size.  An entry committed before the sizes were read
+is therefore loaded from storage, one committed after is applied from the buffer, and none is
+lost or indexed twice.  Applying the buffer and turning ``ready`` on happen without yielding to
+the event loop, so no item can slip between them.
+
+Updates are O(1) amortised each — submissions are appended to the index, retractions set a
+tombstone, opinions update a small per-entry book (:mod:`federation.matching.status`) — never a
+rebuild.  Entries are keyed by (member id of the origin, log index), the form retractions and
+opinions use to point at their target.
+
+Memory per indexed entry is what :class:`federation.index.MatchIndex` keeps (the hash and two
+numeric ref columns for PDQ).  Labels and leaf hashes are read from the database for the hits
+of a request only (:func:`federation.matching.storage.entry_details`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from federation.core.entries import Opinion, Retraction, SignedEntry, Submission
+from federation.core.manifest import Policy
+from federation.errors import FederationError
+from federation.index import EntryRef, Match, MatchIndex, PdqIndex
+from federation.matching import storage
+from federation.matching.dihedral import dihedral_variants
+from federation.matching.local import LocalContent
+from federation.matching.status import EntryKey, EntryStatus, OpinionBook
+from federation.store import Store
+
+log = structlog.get_logger(__name__)
+
+MatchItem = tuple[str, int, SignedEntry]
+MAX_MATCHES = 100
+"""Matches returned per query signal (closest first); the result says when more existed."""
+LOAD_PAGE = 20_000
+
+
+class NotLoadedError(FederationError):
+    """A request needs the index before it has finished loading."""
+
+    code = "not_ready"
+    status = 503
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """One entry that matched a query signal, with what a platform needs to act on it."""
+
+    origin: str
+    """Member id of the entry's origin."""
+    index: int
+    """Index of the entry in that member's log."""
+    distance: int
+    """Hamming distance (PDQ) or 0 (exact kinds)."""
+    transform: str | None
+    """For dihedral queries: the transform of the query that matched."""
+    labels: dict[str, Any]
+    """The entry's labels."""
+    status: EntryStatus
+    """Aggregate opinion status."""
+    leaf_hash: str
+    """RFC 9162 leaf hash (hex): with origin and index, enough to fetch and check a proof."""
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    """The matches of one query signal."""
+
+    matches: list[MatchResult]
+    truncated: bool
+    """True when more than MAX_MATCHES entries matched (only the closest are listed)."""
+
+
+class MatchService:
+    """Implements the node's ``Matcher`` protocol, plus matching and local content."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Callable[[], float] = time.time,
+        page_size: int = LOAD_PAGE,
+        pdq: PdqIndex | None = None,
+    ) -> None:
+        self.policy = policy
+        self.index = MatchIndex(pdq or PdqIndex(radius_default=policy.pdq_threshold))
+        self.book = OpinionBook(policy.quarantine_false_positives)
+        self.local = LocalContent(policy.pdq_threshold)
+        self._clock = clock
+        self._page = page_size
+        self._store: Store | None = None
+        self._pending: list[MatchItem] | None = []
+        self._retracted: set[EntryKey] = set()
+        self._logs: dict[str, str] = {}  # member id -> log origin (1:1 in a federation)
+
+    # -- Matcher protocol ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once every stored entry is indexed."""
+        return self._pending is None
+
+    async def load(self, store: Store) -> None:
+        """Index every entry held in ``store`` (see module docstring for the buffering rule)."""
+        self._store = store
+        sizes = await storage.log_sizes(store)
+        retractions: list[EntryKey] = []
+        for origin, size in sorted(sizes.items()):
+            async for rows in storage.entry_pages(store, origin, size, self._page):
+                retractions += self._load_page(origin, rows)
+        for key in retractions:
+            self._retract(key)
+        for local_id, kind, value in await storage.all_local(store):
+            self.local.add(local_id, kind, value)
+        pending = self._pending or []
+        fresh = [item for item in pending if item[1] >= sizes.get(item[0], 0)]
+        alerts = self._apply(fresh)
+        self._pending = None
+        log.info("match_index_built", buffered=len(pending), applied=len(fresh))
+        await self._record_alerts(alerts)
+
+    async def on_entries(self, items: Sequence[MatchItem]) -> None:
+        """Make just-appended entries matchable (or buffer them while loading)."""
+        if self._pending is not None:
+            self._pending.extend(items)
+            return
+        await self._record_alerts(self._apply(items))
+
+    def stats(self) -> dict[str, int]:
+        """Index sizes by kind, tombstones, entries with opinions, quarantined, local content."""
+        return {
+            "pdq": len(self.index.pdq),
+            "md5": len(self.index.md5),
+            "sha256": len(self.index.sha256),
+            "retracted": len(self._retracted),
+            "with_opinions": len(self.book),
+            "quarantined": self.book.quarantined_count,
+            "local_content": len(self.local),
+        }
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def _load_page(self, origin: str, rows: Sequence[Any]) -> list[EntryKey]:
+        """Index one page of one log; returns the retraction targets (applied after all
+        submissions, so a target is always indexed before its tombstone)."""
+        pdq_values: list[str] = []
+        pdq_indexes: list[int] = []
+        retractions: list[EntryKey] = []
+        member = None
+        for r in rows:
+            member = str(r.member_id)
+            if r.kind == "submission":
+                if r.signal_kind == "pdq":
+                    pdq_values.append(r.signal_value)
+                    pdq_indexes.append(int(r.idx))
+                else:
+                    self.index.add(r.signal_kind, r.signal_value, EntryRef(member, int(r.idx)))
+            elif r.kind == "retraction":
+                retractions.append((str(r.target_origin), int(r.target_index)))
+            elif r.kind == "opinion":
+                self.book.record((str(r.target_origin), int(r.target_index)), member, r.verdict)
+        if member is not None:
+            self._logs[member] = origin
+            self.index.add_pdq_batch(pdq_values, member, pdq_indexes)
+        return retractions
+
+    def _apply(self, items: Sequence[MatchItem]) -> list[dict[str, Any]]:
+        """Apply new entries in order; returns alert rows for local content they match."""
+        now = int(self._clock())
+        alerts: list[dict[str, Any]] = []
+        for origin, idx, signed in items:
+            entry = signed.entry
+            self._logs[entry.origin] = origin
+            if isinstance(entry, Submission):
+                key = (entry.origin, idx)
+                if key in self._retracted:
+                    continue
+                kind, value = entry.signal.kind, entry.signal.value
+                self.index.add(kind, value, EntryRef(entry.origin, idx))
+                for hit in self.local.check(kind, value):
+                    alerts.append(
+                        {
+                            "local_id": hit.local_id,
+                            "origin": origin,
+                            "idx": idx,
+                            "distance": hit.distance,
+                            "created": now,
+                        }
+                    )
+            elif isinstance(entry, Retraction):
+                self._retract((entry.target.origin, entry.target.index))
+            elif isinstance(entry, Opinion):
+                target = (entry.target.origin, entry.target.index)
+                self.book.record(target, entry.origin, entry.verdict)
+        return alerts
+
+    def _retract(self, key: EntryKey) -> None:
+        self._retracted.add(key)
+        self.index.remove(EntryRef(*key))
+
+    async def _record_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        if alerts and self._store is not None:
+            await storage.insert_alerts(self._store, alerts)
+            log.info("local_content_alerted", alerts=len(alerts))
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _store_or_fail(self) -> Store:
+        if self._store is None or not self.ready:
+            raise NotLoadedError("the match index is still loading")
+        return self._store
+
+    def search(
+        self, kind: str, value: str, max_distance: int | None, *, dihedral: bool = False
+    ) -> list[Match]:
+        """Index hits of one normalised signal, minus quarantined entries (no DB access)."""
+        if kind == "pdq":
+            radius = self.policy.pdq_threshold if max_distance is None else max_distance
+            variants = dihedral_variants(value) if dihedral else None
+            found = self.index.match("pdq", value, radius, dihedral=variants)
+        else:
+            found = self.index.match(kind, value)
+        if not len(self.book):
+            return found
+        return [m for m in found if not self.book.is_quarantined((m.ref.origin, m.ref.index))]
+
+    async def match(
+        self,
+        signals: Sequence[tuple[str, str]],
+        max_distance: int | None = None,
+        *,
+        dihedral: bool = False,
+    ) -> list[SignalResult]:
+        """Matches of each (kind, normalised value), ordered by (distance, origin, index)."""
+        store = self._store_or_fail()
+        hits = [self.search(k, v, max_distance, dihedral=dihedral) for k, v in signals]
+        refs = sorted(
+            {(self._logs[m.ref.origin], m.ref.index) for found in hits for m in found[:MAX_MATCHES]}
+        )
+        details = await storage.entry_details(store, refs) if refs else {}
+        out: list[SignalResult] = []
+        for found in hits:
+            results: list[MatchResult] = []
+            for m in found[:MAX_MATCHES]:
+                d = details.get((self._logs[m.ref.origin], m.ref.index))
+                key = (m.ref.origin, m.ref.index)
+                if d is None or key in self._retracted:  # retracted while we read details
+                    continue
+                results.append(
+                    MatchResult(
+                        m.ref.origin,
+                        m.ref.index,
+                        m.distance,
+                        m.transform,
+                        d.labels,
+                        self.book.status(key),
+                        d.leaf_hash,
+                    )
+                )
+            out.append(SignalResult(results, len(found) > MAX_MATCHES))
+        return out
+
+    # -- local content ---------------------------------------------------------------------
+
+    async def add_local(self, items: Sequence[tuple[str, str, str]]) -> list[int]:
+        """Store and index local content (ref, kind, normalised value); returns row ids."""
+        store = self._store_or_fail()
+        ids = await storage.insert_local(store, items, int(self._clock()))
+        for local_id, (_, kind, value) in zip(ids, items, strict=True):
+            self.local.add(local_id, kind, value)
+        return ids
+
+    async def alerts(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Recorded alerts after id ``after`` (oldest first)."""
+        return await storage.list_alerts(self._store_or_fail(), after, limit)
