@@ -95,6 +95,18 @@ def _info(key: PublicKey, kind: str) -> PublicInfo:
     return PublicInfo(key.name, kind, raw, key.key_id.hex(), key.vkey())
 
 
+def value_or_file(value: str) -> str:
+    """A key given inline or as the path of a file holding it (e.g. a ``.pub`` file).
+
+    Keys are long and error-prone to paste, so every option that takes a public key also takes
+    the file ``keys generate`` wrote.  A vkey is never an existing file name in practice.
+    """
+    path = Path(value)
+    if "\n" not in value and path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    return value.strip()
+
+
 def check_transport_key_id(key_id: str) -> str:
     """Transport key ids are RFC 9421 ``keyid`` values: 1-128 of ``[A-Za-z0-9._:-]``."""
     if not _TRANSPORT_ID_RE.fullmatch(key_id):

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "federation.cli.serve_cmd",
     "federation.cli.keys_cmd",
     "federation.cli.manifest_cmd",
+    "federation.cli.receipt_cmd",
 )
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from federation.cli.keys_cmd import parse_transport_public
+from federation.cli.keys_cmd import parse_transport_public, value_or_file
 from federation.cli.manifest_summary import print_summary, summary
 from federation.cli.output import notice, print_json
 from federation.core.keys import KeyType
@@ -86,14 +86,6 @@ def write_manifest(path: Path, signed: SignedManifest, *, overwrite: bool) -> No
     os.replace(tmp, path)
 
 
-def _read_value(value: str) -> str:
-    """A key given inline or as the path of a file holding it (e.g. a ``.pub`` file)."""
-    path = Path(value)
-    if "\n" not in value and path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    return value
-
-
 def _unix(text: str, what: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise InputError(f"{what} must be unix seconds, got {text!r}", code="invalid_input")
@@ -106,7 +98,7 @@ def parse_transport_spec(spec: str, now: int) -> dict[str, Any]:
     ``NOT_BEFORE`` defaults to now: a key is valid from when the stewards add it.
     """
     head, _, window = spec.partition("@")
-    key_id, public_key = parse_transport_public(_read_value(head))
+    key_id, public_key = parse_transport_public(value_or_file(head))
     out: dict[str, Any] = {"key_id": key_id, "public_key": public_key, "not_before": now}
     if window:
         start, dash, end = window.partition("-")
@@ -128,7 +120,7 @@ def run_new(args: argparse.Namespace) -> int:
             "version": 1,
             "issued_at": _now(),
             "members": [],
-            "stewards": [_read_value(v) for v in args.steward_key],
+            "stewards": [value_or_file(v) for v in args.steward_key],
             "steward_quorum": args.quorum,
         }
     )
@@ -165,7 +157,7 @@ def _edit(args: argparse.Namespace, change: Edit) -> int:
 
 def run_add_member(args: argparse.Namespace) -> int:
     """``manifest add-member``."""
-    log_vkey = _read_value(args.log_vkey)
+    log_vkey = value_or_file(args.log_vkey)
 
     def change(data: dict[str, Any], now: int) -> None:
         member: dict[str, Any] = {
@@ -178,7 +170,7 @@ def run_add_member(args: argparse.Namespace) -> int:
             "transport_keys": [parse_transport_spec(s, now) for s in args.transport_key],
         }
         if args.witness_vkey:
-            member["witness_vkey"] = _read_value(args.witness_vkey)
+            member["witness_vkey"] = value_or_file(args.witness_vkey)
         data["members"].append(member)
 
     return _edit(args, change)
@@ -227,7 +219,7 @@ def run_set_stewards(args: argparse.Namespace) -> int:
     """``manifest set-stewards``: the stewards (and quorum) who sign the version after this."""
 
     def change(data: dict[str, Any], now: int) -> None:
-        data["stewards"] = [_read_value(v) for v in args.steward_key]
+        data["stewards"] = [value_or_file(v) for v in args.steward_key]
         data["steward_quorum"] = args.quorum
 
     return _edit(args, change)
