@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "federation.cli.keys_cmd",
     "federation.cli.manifest_cmd",
     "federation.cli.receipt_cmd",
+    "federation.cli.init_cmd",
 )
 
 
