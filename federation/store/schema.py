@@ -37,6 +37,20 @@ logs = Table(
     Column("frozen_reason", Text, nullable=True),
 )
 
+# A mirrored log caught up in chunks (spec/sync.md §3.1): leaves [0, size) are stored and proven
+# a prefix of the signed checkpoint ``target_note``, but no signed note of exactly ``size`` is
+# held yet.  ``logs`` keeps serving the last signed state; the row goes once a batch completes.
+mirror_progress = Table(
+    "mirror_progress",
+    metadata,
+    Column("origin", String(255), primary_key=True),
+    Column("member_id", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False, doc="leaves stored and verified"),
+    Column("root", LargeBinary(32), nullable=False, doc="root of those leaves (computed)"),
+    Column("target_note", Text, nullable=False, doc="signed checkpoint they are proven against"),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 # Stored perfect-subtree hashes (see federation.core.merkle.stored_hash_index), per log.
 tree_hashes = Table(
     "tree_hashes",

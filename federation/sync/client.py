@@ -141,7 +141,7 @@ class PeerClient:
         """Leaves ``[start, start+limit)`` of ``member_id``'s log as the peer holds them.
 
         Checks only the shape and that indices lie in the requested range; whether they are
-        the right leaves is :func:`~federation.sync.verify.verify_batch`'s job.
+        the right leaves is :func:`~federation.core.replication.verify_batch`'s job.
         """
         limit = max(1, min(limit, MAX_PAGE))
         value = await self._json(

@@ -1,4 +1,4 @@
-"""The push doorbell: ``POST /v1/notify`` (spec/sync-section.md §6).
+"""The push doorbell: ``POST /v1/notify`` (spec/sync.md §6).
 
 A peer that has a new checkpoint for some origin — its own log after an append, or a mirror it
 just applied — tells its peers, who compare it with what they hold and pull at once if it is

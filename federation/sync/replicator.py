@@ -1,12 +1,11 @@
-"""Pull replication of every other member's log, with checkpoint gossip (spec/sync-section.md).
+"""Pull replication of every other member's log, with checkpoint gossip (spec/sync.md).
 
 For each origin the replicator keeps the last verified (size, root) in storage and, when polled
 or poked, pulls from the origin itself or — if the origin is unreachable or misbehaves — from
 any peer that mirrors it (authority comes from the origin's signatures, never the relay's).
-One pull fetches a checkpoint, the consistency proof from our trusted size, and every leaf up
-to the checkpoint (pages of ≤ 1000), verifies the whole range with
-:func:`~federation.sync.verify.verify_batch` and applies it in one transaction: a bad batch
-leaves nothing behind.  Cursors are tree sizes, never timestamps.
+One pull fetches a checkpoint and moves the mirror to it in verified chunks
+(:mod:`federation.sync.pull`): a bad chunk leaves nothing of itself behind.  Cursors are tree
+sizes, never timestamps.
 
 Failures are charged to the peer that served the data (exponential backoff, see
 :mod:`federation.sync.health`).  Inconsistent checkpoints are charged to the *origin*: proven
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -25,29 +23,27 @@ from typing import Any, Final
 import structlog
 
 from federation.core.checkpoint import Checkpoint
-from federation.core.entries import SignedEntry
 from federation.core.manifest import Manifest, Member
 from federation.core.note import SignedNote
-from federation.errors import ConflictError, FederationError, InputError, VerificationError
-from federation.log import mirror, tree
-from federation.store import Store
-from federation.sync import health as h
-from federation.sync.client import MAX_PAGE, PeerClient, PeerHTTPError
-from federation.sync.verify import (
+from federation.core.replication import (
     CHECKPOINT_ROLLBACK,
     InconsistentCheckpoint,
     TrustedState,
     describe,
     open_member_checkpoint,
-    verify_batch,
 )
+from federation.errors import ConflictError, FederationError, InputError, VerificationError
+from federation.log import mirror, tree
+from federation.store import Store
+from federation.sync import health as h
+from federation.sync.client import MAX_PAGE, PeerClient, PeerHTTPError
+from federation.sync.pull import AppliedItem, PullSettings, pull_range
 
 log = structlog.get_logger(__name__)
 
-AppliedItem = tuple[str, int, SignedEntry]
-"""(log origin, index, signed entry) of one entry that became part of a mirrored log."""
-SYNC_RANGE_TOO_LARGE: Final = "sync_range_too_large"
-DEFAULT_MAX_SYNC_LEAVES: Final = 100_000
+__all__ = ["AppliedItem", "Replicator"]
+DEFAULT_MAX_SYNC_LEAVES: Final = 10_000
+"""Leaves verified and applied per transaction when catching up (memory bound)."""
 
 
 class _StaleSource(Exception):
@@ -78,8 +74,7 @@ class Replicator:
         self._clock = clock
         self._on_applied = on_applied
         self.poll_interval = poll_interval
-        self.page_size = max(1, min(page_size, MAX_PAGE))
-        self.max_sync_leaves = max_sync_leaves
+        self.settings = PullSettings(max(1, min(page_size, MAX_PAGE)), max(1, max_sync_leaves))
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._peer_health = {p: h.PeerHealth(p) for p in self.peers}
         self._origin_health: dict[str, h.OriginHealth] = {}
@@ -201,42 +196,24 @@ class Replicator:
                     code=CHECKPOINT_ROLLBACK,
                 )
             raise _StaleSource
-        if cp.size - m > self.max_sync_leaves:
-            raise VerificationError(
-                f"{cp.size - m} new leaves exceed the {self.max_sync_leaves} one pull may verify",
-                code=SYNC_RANGE_TOO_LARGE,
+        try:
+            count, size = await pull_range(
+                client,
+                member,
+                trusted,
+                note,
+                cp,
+                store=self.store,
+                manifest=self.manifest,
+                now=now,
+                settings=self.settings,
+                on_applied=self._on_applied,
             )
-        proof = await client.get_consistency(member.id, m, cp.size) if 0 < m < cp.size else []
-        leaves = await self._fetch(client, member.id, m, cp.size)
-        batch = verify_batch(member, trusted, note, leaves, proof, manifest=self.manifest, now=now)
-        async with self.store.transaction() as conn:
-            applied = await mirror.apply_verified(conn, member.id, member.log_origin, batch, now)
-        self._origin(member.id).size = batch.size
-        if not applied or not batch.leaves:
-            return 0
-        log.info(
-            "mirror_applied", origin=member.id, source=source, start=batch.start, size=batch.size
-        )
-        items = [(member.log_origin, v.index, v.signed) for v in batch.leaves]
-        result = self._on_applied(items)
-        if inspect.isawaitable(result):
-            await result
-        return len(batch.leaves)
-
-    async def _fetch(
-        self, client: PeerClient, member_id: str, start: int, end: int
-    ) -> list[tuple[int, bytes]]:
-        out: list[tuple[int, bytes]] = []
-        while start < end:
-            page = await client.get_entries(member_id, start, min(self.page_size, end - start))
-            if not page.entries or page.entries[-1][0] < start:
-                raise VerificationError(
-                    f"{client.peer_id} served no leaves at {start} below its checkpoint {end}",
-                    code="leaves_not_contiguous",
-                )
-            out.extend(page.entries)
-            start = page.entries[-1][0] + 1
-        return out
+        finally:
+            async with self.store.read() as conn:
+                held = await mirror.load_trusted(conn, member.log_origin)
+            self._origin(member.id).size = 0 if held is None else held.size
+        return count
 
     async def _compare_older(
         self, member: Member, trusted: TrustedState, note: str, size: int, root: bytes

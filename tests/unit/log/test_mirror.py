@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import Table, func, select
 
+from federation.core.replication import InconsistentCheckpoint, VerifiedBatch, verify_batch
 from federation.errors import ConflictError, StorageError, VerificationError
 from federation.log import mirror, reader
 from federation.store import Store, open_store
 from federation.store.schema import checkpoints, entries, evidence, logs
-from federation.sync.verify import InconsistentCheckpoint, VerifiedBatch, verify_batch
 from tests.unit.sync.helpers import T0, FakeLog, make_manifest, member_of
 
 MANIFEST = make_manifest()

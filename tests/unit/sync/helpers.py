@@ -16,10 +16,10 @@ from federation.core.entries import Submission, leaf_bytes, leaf_hash, sign_entr
 from federation.core.keys import KeyType, SigningKey
 from federation.core.labels import Labels
 from federation.core.manifest import Manifest, Member
+from federation.core.replication import TrustedState
 from federation.core.signals import Md5Signal
 from federation.core.tlog import MemoryHashStore
 from federation.log.mirror import frontier_positions
-from federation.sync.verify import TrustedState
 
 LABELS = Labels(categories=("csam",), severity="high", confirmed_by="police")
 T0 = 1_700_000_000

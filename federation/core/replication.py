@@ -1,17 +1,20 @@
-"""What a node MUST check before it applies another member's log entries (spec/sync-section.md §3).
+"""What a node MUST check before it applies another member's log entries (spec/sync.md §3).
 
-Pure and synchronous: the replicator fetches a checkpoint, the consistency proof from the last
-checkpoint it trusts, and every leaf up to the new checkpoint, then hands them here.  Nothing is
-stored unless :func:`verify_batch` returns; it raises :class:`~federation.errors.VerificationError`
-with one stable code per failure, in the order of the spec, so an operator sees the *first*
-thing that was wrong with a batch.
+Pure and synchronous (it lives in ``core`` because storage and sync both need it and it does no
+I/O): the replicator fetches a checkpoint, the consistency proof from the last state it trusts,
+and the leaves after it, then hands them here.  Nothing is stored unless :func:`verify_batch`
+returns; it raises :class:`~federation.errors.VerificationError` with one stable code per
+failure, in the order of the spec, so an operator sees the *first* thing wrong with a batch.
 
 The root check costs O(batch + log n): :class:`TrustedState` carries the compact range
 (``frontier``) of the trusted tree — the perfect-subtree hashes tiling ``[0, size)``, largest
-first — and the new leaves are folded onto it, exactly as a log appends.  A whole batch always
-ends at the checkpoint's size (the replicator pages until it has every leaf), so the one root
-comparison authenticates every leaf of the batch and "nothing from a bad batch is applied"
-holds trivially.
+first — and the new leaves are folded onto it, exactly as a log appends.
+
+A batch either ends at the checkpoint's size (one root comparison authenticates every leaf) or
+is a *chunk* ending at ``end`` < size: then the root at ``end`` computed from the leaves must be
+proven a prefix of the signed checkpoint by a consistency proof from ``end`` to its size
+(spec/sync.md §3.1).  Chunks let a node far behind catch up in bounded memory without ever
+trusting an unsigned tree head: each chunk is tied to the signed checkpoint by its own proof.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ WRONG_ENTRY_ORIGIN: Final = "wrong_entry_origin"
 BAD_ENTRY_SIGNATURE: Final = "bad_entry_signature"
 MEMBER_SUSPENDED: Final = "member_suspended"
 ROOT_MISMATCH: Final = "root_mismatch"
+CHUNK_NOT_PROVEN: Final = "chunk_not_proven"
 WITNESS_QUORUM_NOT_MET: Final = "witness_quorum_not_met"
 COSIGNATURE_SKEW: Final = 60
 """Seconds a cosignature's timestamp may lie in our future and still count (clock skew)."""
@@ -79,12 +83,21 @@ class VerifiedBatch:
     start: int
     """The trusted size the batch extends (index of its first leaf)."""
     leaves: tuple[VerifiedLeaf, ...]
-    """Leaves ``start .. checkpoint.size - 1`` in order (empty when already up to date)."""
+    """Leaves ``start .. end - 1`` in order (empty when already up to date)."""
+    end: int
+    """Tree size after applying the batch: the checkpoint's size, or less for a chunk."""
+    root: bytes
+    """Root of the tree of ``end`` leaves (the checkpoint's root when complete)."""
 
     @property
     def size(self) -> int:
         """Tree size after applying the batch."""
-        return self.checkpoint.size
+        return self.end
+
+    @property
+    def complete(self) -> bool:
+        """Whether the batch reaches the checkpoint (else it is a proven chunk of it)."""
+        return self.end == self.checkpoint.size
 
 
 class InconsistentCheckpoint(VerificationError):
@@ -245,16 +258,22 @@ def verify_batch(
     *,
     manifest: Manifest,
     now: int,
+    end: int | None = None,
+    end_proof: Sequence[bytes] = (),
 ) -> VerifiedBatch:
-    """Check a fetched checkpoint and the leaves up to it; return what may be applied.
+    """Check a fetched checkpoint and the leaves up to it (or up to ``end``); return them.
 
-    In order (spec/sync-section.md §3): the checkpoint is signed by ``member.log_vkey`` for
+    In order (spec/sync.md §3): the checkpoint is signed by ``member.log_vkey`` for
     ``member.log_origin``; the witness quorum, if policy sets one; it is not smaller than the
     trusted size (``checkpoint_rollback``); it is consistent with the trusted checkpoint
     (:class:`InconsistentCheckpoint`); the leaves are exactly ``trusted.size ..
     checkpoint.size - 1`` (``leaves_not_contiguous``); each leaf is canonical, by this member,
     validly signed, and not created after a suspension, and no entry id repeats; and the
     leaves extend the trusted tree to exactly the checkpoint's root (``root_mismatch``).
+
+    With ``end`` below the checkpoint's size the leaves must be ``trusted.size .. end - 1`` and
+    ``end_proof`` must prove the tree they build consistent with the checkpoint
+    (``chunk_not_proven``).  A chunk never proves a fork: only the served proof is at fault.
     """
     trusted = trusted or TrustedState(0, EMPTY_ROOT, ())
     cp, signed_note = open_member_checkpoint(member, checkpoint_note)
@@ -265,12 +284,17 @@ def verify_batch(
             code=CHECKPOINT_ROLLBACK,
         )
     _check_consistent(trusted, cp, checkpoint_note, consistency_proof)
-    want = range(trusted.size, cp.size)
+    stop = cp.size if end is None else end
+    if not trusted.size <= stop <= cp.size:
+        raise VerificationError(
+            f"chunk end {stop} is outside {trusted.size}..{cp.size}", code=LEAVES_NOT_CONTIGUOUS
+        )
+    want = range(trusted.size, stop)
     got = [index for index, _ in leaves]
     if len(got) != len(want) or any(g != w for g, w in zip(got, want, strict=False)):
         first = next((w for g, w in zip(got, want, strict=False) if g != w), None)
         raise VerificationError(
-            f"expected leaves {trusted.size}..{cp.size - 1}, got {len(got)} leaves"
+            f"expected leaves {trusted.size}..{stop - 1}, got {len(got)} leaves"
             + (f" (index {first} missing or out of order)" if first is not None else ""),
             code=LEAVES_NOT_CONTIGUOUS,
         )
@@ -288,12 +312,24 @@ def verify_batch(
         ids.add(signed.entry.id)
         out.append(VerifiedLeaf(index, data, leaf_hash(data), signed))
     _, frontier = extend_frontier(trusted.size, trusted.frontier, [v.leaf_hash for v in out])
-    if frontier_root(frontier) != cp.root:
-        raise VerificationError(
-            f"leaves {trusted.size}..{cp.size - 1} do not rebuild the root of checkpoint {cp.size}",
-            code=ROOT_MISMATCH,
-        )
-    return VerifiedBatch(cp, checkpoint_note, trusted.size, tuple(out))
+    root = frontier_root(frontier)
+    if stop == cp.size:
+        if root != cp.root:
+            raise VerificationError(
+                f"leaves {trusted.size}..{cp.size - 1} do not rebuild the root of checkpoint"
+                f" {cp.size}",
+                code=ROOT_MISMATCH,
+            )
+    elif stop > 0:
+        try:
+            verify_consistency(stop, cp.size, end_proof, root, cp.root)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"leaves {trusted.size}..{stop - 1} are not proven a prefix of checkpoint"
+                f" {cp.size}: {exc.message} ({exc.code})",
+                code=CHUNK_NOT_PROVEN,
+            ) from None
+    return VerifiedBatch(cp, checkpoint_note, trusted.size, tuple(out), stop, root)
 
 
 def describe(exc: FederationError) -> str:

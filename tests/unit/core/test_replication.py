@@ -11,14 +11,14 @@ from federation.core.cosignature import cosign
 from federation.core.entries import leaf_bytes, leaf_hash, sign_entry
 from federation.core.merkle import EMPTY_ROOT
 from federation.core.note import SignedNote, add_signatures
-from federation.errors import VerificationError
-from federation.sync.verify import (
+from federation.core.replication import (
     InconsistentCheckpoint,
     TrustedState,
     extend_frontier,
     frontier_root,
     verify_batch,
 )
+from federation.errors import VerificationError
 from tests.unit.sync.helpers import (
     LOG_KEYS,
     T0,

@@ -1,0 +1,131 @@
+"""One pull of one origin's log from one source: fetch, verify, apply — in bounded chunks.
+
+The replicator decides *whom* to ask and what a failure means; this module does the asking.
+Given a source's signed checkpoint C of size n and our trusted state T of size m, it moves the
+mirror from m to n in chunks of at most ``chunk`` leaves (spec/sync.md §3.1):
+
+1. the consistency proof m → n ties C to T (skipped when m = 0: nothing to be consistent with);
+2. per chunk [s, e): fetch the leaves in pages, fetch the proof e → n (none when e = n), and
+   :func:`~federation.core.replication.verify_batch` checks every leaf and that the tree of e
+   leaves is a prefix of C; the chunk is applied in one transaction;
+3. the proof e → n of one chunk is the T → C proof of the next (T is now the tree of e).
+
+Memory is bounded by one chunk, whatever n − m is, and no unsigned tree head is ever trusted
+beyond what the proof to C establishes.  A crash between chunks leaves the verified size in
+``mirror_progress``; the next pull resumes from there against whatever checkpoint is newest.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from federation.core.checkpoint import Checkpoint
+from federation.core.entries import SignedEntry
+from federation.core.manifest import Manifest, Member
+from federation.core.replication import LEAVES_NOT_CONTIGUOUS, TrustedState, verify_batch
+from federation.errors import VerificationError
+from federation.log import mirror
+from federation.store import Store
+from federation.sync.client import PeerClient
+
+log = structlog.get_logger(__name__)
+
+AppliedItem = tuple[str, int, SignedEntry]
+"""(log origin, index, signed entry) of one entry that became part of a mirrored log."""
+
+
+@dataclass(frozen=True)
+class PullSettings:
+    """How one pull pages and chunks (from ``[sync]`` in the node config)."""
+
+    page_size: int
+    """Leaves per ``entries`` request (≤ 1000)."""
+    chunk: int
+    """Leaves verified and applied per transaction (bounds memory)."""
+
+
+async def fetch_leaves(
+    client: PeerClient, member_id: str, start: int, end: int, page_size: int
+) -> list[tuple[int, bytes]]:
+    """Leaves ``[start, end)`` from ``client`` in pages; a page that makes no progress fails."""
+    out: list[tuple[int, bytes]] = []
+    while start < end:
+        page = await client.get_entries(member_id, start, min(page_size, end - start))
+        if not page.entries or page.entries[-1][0] < start:
+            raise VerificationError(
+                f"{client.peer_id} served no leaves at {start} below its checkpoint {end}",
+                code=LEAVES_NOT_CONTIGUOUS,
+            )
+        out.extend(page.entries)
+        start = page.entries[-1][0] + 1
+    return out
+
+
+async def pull_range(
+    client: PeerClient,
+    member: Member,
+    trusted: TrustedState | None,
+    note: str,
+    checkpoint: Checkpoint,
+    *,
+    store: Store,
+    manifest: Manifest,
+    now: int,
+    settings: PullSettings,
+    on_applied: Callable[[list[AppliedItem]], object],
+) -> tuple[int, int]:
+    """Bring ``member``'s mirror from ``trusted`` to ``checkpoint``; (leaves applied, new size).
+
+    Raises whatever verification raises for the chunk at fault; chunks applied before it stay
+    (each was proven a prefix of the signed checkpoint on its own).
+    """
+    m = 0 if trusted is None else trusted.size
+    n = checkpoint.size
+    proof = await client.get_consistency(member.id, m, n) if 0 < m < n else []
+    total = 0
+    while True:
+        end = min(n, m + max(1, settings.chunk))
+        end_proof = await client.get_consistency(member.id, end, n) if 0 < end < n else []
+        leaves = await fetch_leaves(client, member.id, m, end, settings.page_size)
+        batch = verify_batch(
+            member,
+            trusted,
+            note,
+            leaves,
+            proof,
+            manifest=manifest,
+            now=now,
+            end=end,
+            end_proof=end_proof,
+        )
+        del leaves
+        async with store.transaction() as conn:
+            applied = await mirror.apply_verified(conn, member.id, member.log_origin, batch, now)
+        if applied and batch.leaves:
+            total += len(batch.leaves)
+            log.info(
+                "mirror_applied",
+                origin=member.id,
+                source=client.peer_id,
+                start=batch.start,
+                size=batch.end,
+                checkpoint=n,
+            )
+            result = on_applied([(member.log_origin, v.index, v.signed) for v in batch.leaves])
+            if inspect.isawaitable(result):
+                await result
+        if batch.complete:
+            return total, n
+        async with store.read() as conn:
+            trusted = await mirror.load_trusted(conn, member.log_origin)
+        if trusted is None or trusted.size < end:
+            return total, m  # someone else moved the log; the next pull starts afresh
+        m, proof = trusted.size, end_proof if trusted.size == end else []
+        if m >= n:
+            return total, m
+        if trusted.size != end:
+            proof = await client.get_consistency(member.id, m, n)
