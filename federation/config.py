@@ -161,6 +161,25 @@ class LimitsSection(BaseModel):
     """Most entries in one submissions/retractions/opinions request."""
 
 
+class SyncSection(BaseModel):
+    """``[sync]``: how this node replicates other members' logs (spec/sync.md §4)."""
+
+    model_config = _MODEL
+
+    enabled: bool = True
+    """Pull other members' logs and ring peers' doorbells (off only for isolated tests)."""
+    poll_interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds between polls of each origin; doorbells trigger pulls sooner."""
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000
+    """Leaves asked for per ``entries`` request."""
+    chunk_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Leaves verified and applied per transaction when catching up (bounds memory)."""
+    request_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Total seconds one request to a peer may take."""
+    connect_timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
+    """Seconds to establish a connection to a peer."""
+
+
 class NodeConfig(BaseModel):
     """The whole node configuration (one TOML file)."""
 
@@ -178,6 +197,8 @@ class NodeConfig(BaseModel):
     """``[[clients]]``; key ids must be unique."""
     limits: LimitsSection = LimitsSection()
     """``[limits]``."""
+    sync: SyncSection = SyncSection()
+    """``[sync]``."""
 
     @field_validator("clients")
     @classmethod

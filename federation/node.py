@@ -8,8 +8,10 @@ Start-up order matters and every step refuses rather than guesses:
    for that member — a node signing with any other key would publish a log nobody can verify;
 3. open the store (migrations run) and the log writer (which checks the stored tree against
    the last checkpoint we signed);
-4. build the key resolver and the match service, mount the app, and load the match index in
-   the background (``/readyz`` says when it is done).
+4. build the key resolver, the match service and replication (one peer client per other
+   member, signing with our transport key; applied mirror entries go to the match service),
+   mount the app, load the match index in the background (``/readyz`` says when it is done)
+   and start pulling other members' logs (spec/sync.md).
 
 Resources live in an aiohttp ``cleanup_ctx``, so they close in reverse order on shutdown after
 in-flight requests have finished (``node.shutdown_timeout``).
@@ -45,6 +47,8 @@ from federation.log.writer import LogWriter
 from federation.server.app import create_app
 from federation.server.context import Matcher, NodeContext, build_resolver
 from federation.store import Store, open_store
+from federation.sync.pull import AppliedItem
+from federation.sync.service import SyncService
 
 MATCH_SERVICE_MODULE = "federation.matching.service"
 log = structlog.get_logger(__name__)
@@ -133,15 +137,36 @@ async def open_context(config: NodeConfig, clock: Callable[[], float] = time.tim
         await store.close()
         raise
     log.info("log_opened", origin=member.log_origin, size=checkpoint.size)
+    matcher = new_matcher(manifest.manifest.policy)
+    sync = SyncService(
+        store=store,
+        manifest=manifest.manifest,
+        self_id=member.id,
+        transport_key=keys.transport_key,
+        keyid=config.keys.transport_key_id,
+        clock=clock,
+        settings=config.sync,
+        on_applied=_indexer(matcher),
+    )
     return NodeContext(
         config=config,
         store=store,
         writer=writer,
         manifest=manifest,
-        matcher=new_matcher(manifest.manifest.policy),
+        matcher=matcher,
         clock=clock,
         resolver=resolver,
+        sync=sync,
     )
+
+
+def _indexer(matcher: Matcher | None) -> Callable[[list[AppliedItem]], object]:
+    """Where mirrored entries go once applied: the match index, so they match at once."""
+
+    def on_applied(items: list[AppliedItem]) -> object:
+        return None if matcher is None else matcher.on_entries(items)
+
+    return on_applied
 
 
 async def _load_index(matcher: Matcher, store: Store) -> None:
@@ -158,7 +183,12 @@ def _lifecycle(ctx: NodeContext) -> Callable[[web.Application], AsyncIterator[No
         task = None
         if ctx.matcher is not None:
             task = asyncio.create_task(_load_index(ctx.matcher, ctx.store), name="index-load")
+        if ctx.sync is not None:
+            await ctx.sync.start()
         yield
+        if ctx.sync is not None:
+            await ctx.sync.close()
+            log.info("replication_stopped")
         if task is not None:
             task.cancel()
             with contextlib.suppress(BaseException):

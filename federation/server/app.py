@@ -36,6 +36,7 @@ from federation.server.metrics import metrics_middleware
 from federation.server.routes import log as log_routes
 from federation.server.routes import ops as ops_routes
 from federation.server.routes import submit as submit_routes
+from federation.server.routes import sync as sync_routes
 
 MATCH_ROUTES_MODULE = "federation.server.routes.match"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/manifest"})
@@ -103,5 +104,6 @@ def create_app(ctx: NodeContext) -> web.Application:
     ops_routes.add_routes(app)
     log_routes.add_routes(app)
     submit_routes.add_routes(app)
+    sync_routes.add_routes(app)
     _add_match_routes(app)
     return app

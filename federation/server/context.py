@@ -31,6 +31,7 @@ from federation.server.auth import (
 )
 from federation.server.metrics import Metrics
 from federation.store import Store
+from federation.sync.service import SyncService
 
 MatchItem = tuple[str, int, SignedEntry]
 """(log origin, index, signed entry) of one entry that became part of a log held here."""
@@ -75,6 +76,8 @@ class NodeContext:
     """Unix seconds; injected so tests can move time."""
     resolver: KeyResolver
     """Who signed a request: the manifest's transport keys, then the config's client keys."""
+    sync: SyncService | None = None
+    """Replication (peer clients, replicator, doorbell); None when the node runs without it."""
     metrics: Metrics = field(default_factory=Metrics)
     nonces: NonceCache = field(default_factory=NonceCache)
 

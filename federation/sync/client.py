@@ -73,14 +73,31 @@ class PeerClient:
     ) -> None:
         self.peer_id = peer.id
         self._base = URL(peer.endpoint.rstrip("/"))
-        self._session = aiohttp.ClientSession(timeout=timeout)
-        self._signed = SignedSession(
-            self._session, key=key, keyid=keyid, destination=peer.id, clock=clock
-        )
+        self._timeout = timeout
+        self._key, self._keyid, self._clock = key, keyid, clock
+        self._session: aiohttp.ClientSession | None = None
+        self._signed_session: SignedSession | None = None
+
+    @property
+    def _signed(self) -> SignedSession:
+        # Opened on first use, inside the running loop: building a node (and its clients)
+        # must not open sockets or sessions that a caller that never serves would leak.
+        if self._signed_session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._signed_session = SignedSession(
+                self._session,
+                key=self._key,
+                keyid=self._keyid,
+                destination=self.peer_id,
+                clock=self._clock,
+            )
+        return self._signed_session
 
     async def close(self) -> None:
-        """Close the session (the replicator's owner does this on shutdown)."""
-        await self._session.close()
+        """Close the session if one was opened (the replicator's owner does this on shutdown)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session, self._signed_session = None, None
 
     def _log_path(self, member_id: str, tail: str) -> str:
         prefix = "/v1/log" if member_id == self.peer_id else f"/v1/logs/{member_id}"

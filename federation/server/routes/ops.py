@@ -46,10 +46,14 @@ async def metrics(request: web.Request) -> web.Response:
     index: dict[LabelPairs, float] = {
         (("kind", k),): float(v) for k, v in (ctx.matcher.stats() if ctx.matcher else {}).items()
     }
+    evidence: dict[LabelPairs, float] = (
+        {(): float(await ctx.sync.evidence_count())} if ctx.sync is not None else {}
+    )
     gauges: Gauges = {
         "hashfed_log_size": ("Tree size of each log held (own and mirrored).", log_sizes),
         "hashfed_index_size": ("Entries in the match index by kind.", index),
         "hashfed_ready": ("1 when the match index is loaded.", {(): float(_ready(ctx))}),
+        "hashfed_evidence": ("Split-view evidence records held (origins frozen).", evidence),
     }
     text = ctx.metrics.render(gauges)
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
@@ -94,6 +98,7 @@ async def status(request: web.Request) -> web.Response:
                 }
                 for r in peer_rows
             ],
+            "sync": ctx.sync.status() if ctx.sync is not None else None,
         }
     )
 

@@ -169,6 +169,8 @@ async def _append(ctx: NodeContext, key: str, batch: Sequence[AnyEntry]) -> web.
         outcome = ctx.matcher.on_entries(fresh)
         if inspect.isawaitable(outcome):
             await outcome
+    if fresh and ctx.sync is not None:
+        ctx.sync.own_appended(result.note)  # peers pull at once (fire and forget)
     return web.json_response({"receipts": await _receipts(ctx, result)}, status=201)
 
 

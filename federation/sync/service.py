@@ -1,0 +1,121 @@
+"""Replication as one node service: peer clients, the replicator and the doorbell together.
+
+The node builds one :class:`SyncService` from its config and manifest (building opens nothing)
+and hands it to the server; :meth:`SyncService.start` and :meth:`SyncService.close` run in the
+app's ``cleanup_ctx``.  The server's routes use the small surface here — the doorbell handler,
+evidence listing, status, and :meth:`SyncService.own_appended` after each append — and never
+reach into the replicator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiohttp
+import structlog
+
+from federation.config import SyncSection
+from federation.core.keys import SigningKey
+from federation.core.manifest import Manifest
+from federation.log import mirror
+from federation.store import Store
+from federation.sync.client import PeerClient
+from federation.sync.doorbell import Doorbell
+from federation.sync.notify import handle_notify
+from federation.sync.pull import AppliedItem
+from federation.sync.replicator import Replicator
+
+log = structlog.get_logger(__name__)
+STOP_GRACE: Final = 5.0
+"""Seconds a shutdown waits for pulls in flight before cancelling them."""
+
+
+class SyncService:
+    """Everything replication needs while the node runs (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        manifest: Manifest,
+        self_id: str,
+        transport_key: SigningKey,
+        keyid: str,
+        clock: Callable[[], float],
+        settings: SyncSection,
+        on_applied: Callable[[list[AppliedItem]], object],
+    ) -> None:
+        timeout = aiohttp.ClientTimeout(
+            total=settings.request_timeout,
+            connect=settings.connect_timeout,
+            sock_read=settings.request_timeout,
+        )
+        self.self_id = self_id
+        self.enabled = settings.enabled
+        self.clients = {
+            m.id: PeerClient(m, key=transport_key, keyid=keyid, clock=clock, timeout=timeout)
+            for m in manifest.members
+            if m.id != self_id
+        }
+        self.replicator = Replicator(
+            store,
+            manifest,
+            self_id,
+            self.clients,
+            clock,
+            on_applied,
+            poll_interval=settings.poll_interval,
+            page_size=settings.page_size,
+            max_sync_leaves=settings.chunk_size,
+        )
+        self.doorbell = Doorbell(self.clients)
+        self._store = store
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load stored sync state and start pulling in the background (if enabled)."""
+        await self.replicator.load()
+        if self.enabled:
+            self._task = asyncio.create_task(self.replicator.run(), name="replicator")
+            log.info("replication_started", peers=sorted(self.clients))
+
+    async def close(self) -> None:
+        """Stop pulling (pulls in flight get :data:`STOP_GRACE`), stop ringing, close clients."""
+        self.replicator.stop()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        await self.doorbell.close()
+        for client in self.clients.values():
+            await client.close()
+
+    def own_appended(self, note: str) -> None:
+        """Our own log has the new checkpoint ``note``: ring every peer (fire and forget)."""
+        if self.enabled:
+            self.doorbell.ring(self.self_id, note)
+
+    async def notify(self, sender: str, body: bytes) -> dict[str, Any]:
+        """Handle a doorbell from authenticated peer ``sender`` (the JSON of the 202)."""
+        return await handle_notify(self.replicator, sender, body)
+
+    def status(self) -> dict[str, Any]:
+        """Per-origin and per-peer replication state for ``/v1/status``."""
+        return {"enabled": self.enabled, **self.replicator.status()}
+
+    async def evidence(self, limit: int) -> list[dict[str, object]]:
+        """Stored split-view evidence, newest first."""
+        async with self._store.read() as conn:
+            return await mirror.list_evidence(conn, limit)
+
+    async def evidence_count(self) -> int:
+        """Number of evidence records (for ``/metrics``)."""
+        async with self._store.read() as conn:
+            return await mirror.count_evidence(conn)
