@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "federation.cli.manifest_cmd",
     "federation.cli.receipt_cmd",
     "federation.cli.init_cmd",
+    "federation.cli.audit_cmd",
+    "federation.cli.log_cmd",
 )
 
 
