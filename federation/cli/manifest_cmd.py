@@ -19,6 +19,7 @@ A *draft* is such a file whose ``signatures`` list is empty.  The rules:
 * ``verify`` checks the quorum: against the file's own stewards (genesis: compare the printed
   hash with the one pinned out of band), or with ``--previous`` against the previous
   version's stewards, including the update rule (same federation, newer version).
+* ``show`` prints the same summary for any file, draft or signed, without verifying.
 """
 
 from __future__ import annotations
@@ -355,7 +356,10 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser("verify", help="check the steward quorum (exit 1 if it fails)")
     verify.add_argument("file", type=Path, metavar="FILE")
     verify.add_argument(
-        "--previous", type=Path, metavar="PREV_FILE", help="verify as an update of this version"
+        "--previous",
+        type=Path,
+        metavar="PREV_FILE",
+        help="verify as an update of this version (trusted as given: the one your node holds)",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=run_verify)
