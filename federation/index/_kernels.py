@@ -57,6 +57,28 @@ def _chunk(row: Any, start: int, width: int) -> Any:
 
 
 @_jit
+def permute(row: Any, tables: Any, out: Any) -> None:
+    """Move the bits of one 4-word row to their permuted positions (see ``layout.Layout``):
+    32 table lookups, one per hash byte, OR-ed together."""
+    out[0] = out[1] = out[2] = out[3] = np.uint64(0)
+    for w in range(4):
+        v = row[w]
+        for k in range(8):
+            t = tables[8 * w + k, (v >> np.uint64(8 * k)) & np.uint64(255)]
+            out[0] |= t[0]
+            out[1] |= t[1]
+            out[2] |= t[2]
+            out[3] |= t[3]
+
+
+@_jit
+def permute_all(words: Any, lo: int, hi: int, tables: Any, out: Any) -> None:
+    """:func:`permute` for rows ``[lo, hi)`` into ``out[0 : hi - lo]``."""
+    for i in range(lo, hi):
+        permute(words[i], tables, out[i - lo])
+
+
+@_jit
 def query_segment(
     words: Any,
     alive: Any,
@@ -65,6 +87,8 @@ def query_segment(
     radii: Any,
     starts: Any,
     widths: Any,
+    tables: Any,
+    identity: bool,
     prefix_bits: int,
     offsets: Any,
     postings: Any,
@@ -73,37 +97,46 @@ def query_segment(
     mask_pop: Any,
     n_masks_for: Any,
     scratch: Any,
+    bounds: Any,
     out_rows: Any,
     out_dist: Any,
     n_out: int,
 ) -> int:
     """Probe one segment's chunk tables for query ``q``; append hits; return the new count.
 
-    Two phases: collect candidate rows (bucket walk filtered on the inline suffix), then verify
-    them in a separate tight loop, whose independent loads the CPU overlaps far better than
-    loads interleaved with the unpredictable suffix branches.  A row is reported once, by the
-    first chunk on which it is within that chunk's probe radius, so there is no dedupe pass.
-    Returns ``-1`` when ``scratch`` or the output buffers are full (the caller grows and
-    retries).
+    The query is first permuted with the segment's layout (chunk keys are ranges of the
+    permuted row).  Per chunk, every probed bucket's bounds are read first in a loop of
+    independent loads (the CPU overlaps those cache misses), then the buckets are walked with
+    the inline-suffix filter.  Candidates are verified in a separate tight loop for the same
+    reason.  A row is reported once, by the first chunk on which it is within that chunk's
+    probe radius, so there is no dedupe pass.  Returns ``-1`` when ``scratch`` or the output
+    buffers are full (the caller grows and retries).
     """
     m = starts.shape[0]
     n_cand = 0
     cap = scratch.shape[1]
+    qp = np.empty(4, dtype=np.uint64)
+    if identity:
+        qp[:] = q
+    else:
+        permute(q, tables, qp)
     for c in range(m):
         rc = radii[c]
         if rc < 0:
             continue
         width = widths[c]
         s = width - prefix_bits
-        key = _chunk(q, starts[c], width)
-        qp = key >> np.uint64(s)
+        key = _chunk(qp, starts[c], width)
+        qpre = key >> np.uint64(s)
         qs = key & np.uint64((1 << s) - 1)
-        for t in range(n_masks_for[rc]):
+        nm = n_masks_for[rc]
+        for t in range(nm):
+            bucket = qpre ^ masks[t]
+            bounds[0, t] = offsets[c, bucket]
+            bounds[1, t] = offsets[c, bucket + np.uint64(1)]
+        for t in range(nm):
             lim = rc - mask_pop[t]
-            bucket = qp ^ masks[t]
-            lo = offsets[c, bucket]
-            hi = offsets[c, bucket + np.uint64(1)]
-            for j in range(lo, hi):
+            for j in range(bounds[0, t], bounds[1, t]):
                 if _popcount64(np.uint64(suffixes[c, j]) ^ qs) <= lim:
                     if n_cand >= cap:
                         return -1
@@ -114,6 +147,7 @@ def query_segment(
     q1 = q[1]
     q2 = q[2]
     q3 = q[3]
+    rp = np.empty(4, dtype=np.uint64)
     for i in range(n_cand):
         row = scratch[0, i]
         d = (
@@ -125,12 +159,17 @@ def query_segment(
         if d > r or not alive[row]:
             continue
         c = scratch[1, i]
+        if c > 0:
+            if identity:
+                rp[:] = words[row]
+            else:
+                permute(words[row], tables, rp)
         dup = False
         for c2 in range(c):
             rc2 = radii[c2]
             if rc2 >= 0:
-                a = _chunk(words[row], starts[c2], widths[c2])
-                b = _chunk(q, starts[c2], widths[c2])
+                a = _chunk(rp, starts[c2], widths[c2])
+                b = _chunk(qp, starts[c2], widths[c2])
                 if _popcount64(a ^ b) <= rc2:
                     dup = True
                     break
@@ -204,6 +243,8 @@ def query_segment_batch(
     radii: Any,
     starts: Any,
     widths: Any,
+    tables: Any,
+    identity: bool,
     prefix_bits: int,
     offsets: Any,
     postings: Any,
@@ -212,6 +253,7 @@ def query_segment_batch(
     mask_pop: Any,
     n_masks_for: Any,
     scratch: Any,
+    bounds: Any,
     out_q: Any,
     out_rows: Any,
     out_dist: Any,
@@ -221,8 +263,9 @@ def query_segment_batch(
     n_out = 0
     for i in range(queries.shape[0]):
         got = query_segment(
-            words, alive, queries[i], r, radii, starts, widths, prefix_bits, offsets,
-            postings, suffixes, masks, mask_pop, n_masks_for, scratch, out_rows, out_dist, n_out,
+            words, alive, queries[i], r, radii, starts, widths, tables, identity, prefix_bits,
+            offsets, postings, suffixes, masks, mask_pop, n_masks_for, scratch, bounds,
+            out_rows, out_dist, n_out,
         )  # fmt: skip
         if got < 0:
             return -1

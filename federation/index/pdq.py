@@ -18,6 +18,7 @@ is the faster exact method anyway.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,16 +29,9 @@ import numpy.typing as npt
 
 from federation.errors import InputError
 from federation.index import _kernels
-from federation.index.layout import (
-    CHUNK_STARTS,
-    CHUNK_WIDTHS,
-    MIH_MAX_RADIUS,
-    PDQ_WORDS,
-    chunk_radii,
-    popcount_rows,
-    probe_masks,
-)
+from federation.index.layout import PDQ_WORDS, chunk_radii, popcount_rows, probe_masks
 from federation.index.segment import Segment, build_segment, query_segment_numpy
+from federation.index.tuning import choose_layout, sample_rows
 
 PDQ_MAX_RADIUS = 63
 """Largest radius a query may ask for (policy bound of the federation)."""
@@ -126,6 +120,7 @@ class PdqIndex:
         self._n = 0
         self._live = 0
         self._segments: list[Segment] = []
+        self._local = threading.local()
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -197,8 +192,15 @@ class PdqIndex:
             self._segments[-2:] = [self._build(older.lo, newer.hi)]
 
     def _build(self, lo: int, hi: int) -> Segment:
+        sample = sample_rows(self._words[lo:hi], seed=lo)
+        layout = choose_layout(sample, hi - lo, self.radius_default, self.max_prefix_bits)
         return build_segment(
-            self._words, lo, hi, max_prefix_bits=self.max_prefix_bits, use_numba=self.use_numba
+            self._words,
+            lo,
+            hi,
+            layout,
+            max_prefix_bits=self.max_prefix_bits,
+            use_numba=self.use_numba,
         )
 
     # -- queries ---------------------------------------------------------------------------
@@ -265,16 +267,26 @@ class PdqIndex:
     def _search(
         self, queries: npt.NDArray[np.uint64], r: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """All hits of a block of queries as unsorted (query number, row, distance) arrays."""
+        """All hits of a block of queries as unsorted (query number, row, distance) arrays.
+
+        A segment whose layout cannot answer ``r`` from its tables (radius past its pigeonhole
+        bound) is scanned instead, as is the side buffer, so every row is examined exactly by
+        one of the two exact methods."""
         if not self.use_numba:
             found = [self._search_numpy(queries[i], r) for i in range(queries.shape[0])]
             qidx = np.concatenate([np.full(f[0].shape[0], i) for i, f in enumerate(found)])
             rows = np.concatenate([f[0] for f in found])
             dist = np.concatenate([f[1] for f in found])
             return qidx.astype(np.int64), rows, dist
-        side_lo = 0 if r > MIH_MAX_RADIUS else self._side_lo()
-        parts = [] if r > MIH_MAX_RADIUS else [self._probe(s, queries, r) for s in self._segments]
-        parts.append(self._scan_batch(queries, r, side_lo, self._n))
+        parts = [
+            self._probe(s, queries, r)
+            if r <= s.layout.max_radius
+            else self._scan_batch(queries, r, s.lo, s.hi)
+            for s in self._segments
+        ]
+        parts.append(self._scan_batch(queries, r, self._side_lo(), self._n))
+        if len(parts) == 1:
+            return parts[0]
         return (
             np.concatenate([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]),
@@ -284,36 +296,48 @@ class PdqIndex:
     def _search_numpy(
         self, q: npt.NDArray[np.uint64], r: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        if r > MIH_MAX_RADIUS:
-            return self._scan(q, r, 0, self._n)
-        radii = chunk_radii(r)
-        parts = [
-            query_segment_numpy(s, self._words, self._alive, q, r, radii) for s in self._segments
-        ]
+        parts = []
+        for s in self._segments:
+            if r <= s.layout.max_radius:
+                radii = chunk_radii(r, len(s.layout.widths))
+                parts.append(query_segment_numpy(s, self._words, self._alive, q, r, radii))
+            else:
+                parts.append(self._scan(q, r, s.lo, s.hi))
         parts.append(self._scan(q, r, self._side_lo(), self._n))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+        """A per-thread scratch array reused across queries (allocating ~100 KB per query
+        would cost page faults on every call); grown, never shrunk."""
+        have: npt.NDArray[np.int64] | None = getattr(self._local, name, None)
+        if have is None or have.shape[-1] < shape[-1]:
+            have = np.empty(shape, dtype=np.int64)
+            setattr(self._local, name, have)
+        return have
 
     def _probe(
         self, seg: Segment, queries: npt.NDArray[np.uint64], r: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
-        radii = chunk_radii(r)
+        layout = seg.layout
+        radii = chunk_radii(r, len(layout.widths))
+        starts = np.array(layout.starts, dtype=np.int64)
+        widths = np.array(layout.widths, dtype=np.int64)
+        bounds = self._buffer("bounds", (2, masks.shape[0]))
         scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
         while True:
-            scratch = np.empty((2, scratch_cap), dtype=np.int64)
-            out_q = np.empty(cap, dtype=np.int64)
-            out_rows = np.empty(cap, dtype=np.int64)
-            out_dist = np.empty(cap, dtype=np.int64)
+            scratch = self._buffer("scratch", (2, scratch_cap))
+            out = self._buffer("out", (3, cap))
             got = _kernels.query_segment_batch(
-                self._words, self._alive, queries, r, radii, _STARTS, _WIDTHS, seg.prefix_bits,
-                seg.offsets, seg.postings, seg.suffixes, masks, weights, n_masks_for,
-                scratch, out_q, out_rows, out_dist,
+                self._words, self._alive, queries, r, radii, starts, widths, layout.tables,
+                layout.identity, seg.prefix_bits, seg.offsets, seg.postings, seg.suffixes,
+                masks, weights, n_masks_for, scratch, bounds, out[0], out[1], out[2],
             )  # fmt: skip
             if got >= 0:
-                return out_q[:got], out_rows[:got], out_dist[:got]
+                return out[0, :got].copy(), out[1, :got].copy(), out[2, :got].copy()
             # Cannot tell which buffer overflowed; growing both is cheap and rare.
-            scratch_cap *= 8
-            cap *= 8
+            scratch_cap = scratch.shape[1] * 8
+            cap = out.shape[1] * 8
 
     def _scan_batch(
         self, queries: npt.NDArray[np.uint64], r: int, lo: int, hi: int
@@ -343,7 +367,3 @@ class PdqIndex:
             rows_out.append(keep + a)
             dist_out.append(d[keep])
         return np.concatenate(rows_out), np.concatenate(dist_out)
-
-
-_STARTS = np.array(CHUNK_STARTS, dtype=np.int64)
-_WIDTHS = np.array(CHUNK_WIDTHS, dtype=np.int64)

@@ -1,12 +1,13 @@
 """One immutable multi-index segment: CSR chunk tables over a contiguous range of rows.
 
-A segment covers rows ``[lo, hi)`` of the index's hash array.  For each chunk it stores a
-direct table of ``2**prefix_bits + 1`` offsets over the chunk's top bits, the row numbers
-sorted by those bits (uint32 postings) and the chunk's remaining low bits beside them (uint8
-or uint16 suffixes).  A probe reads one offset pair and then filters the bucket on the inline
-suffix before touching the 32-byte hash, so the table can stay at ~1M entries per chunk
-(4 MB, cache friendly) while the effective chunk width stays 23–24 bits.  No Python object
-exists per hash.
+A segment covers rows ``[lo, hi)`` of the index's hash array and has its own
+:class:`~federation.index.layout.Layout` (bit permutation and chunking, chosen from its rows by
+:mod:`federation.index.tuning`).  For each chunk of the permuted row it stores a direct table of
+``2**prefix_bits + 1`` offsets over the chunk's top bits, the row numbers sorted by those bits
+(uint32 postings) and the chunk's remaining low bits beside them (uint8 or uint16 suffixes).  A
+probe reads one offset pair and then filters the bucket on the inline suffix before touching
+the 32-byte hash, so the table can stay at ~1M entries per chunk (4 MB, cache friendly) while
+the effective chunk width stays 23–32 bits.  No Python object exists per hash.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy.typing as npt
 
 from federation.index import _kernels
 from federation.index.layout import (
-    CHUNK_STARTS,
-    CHUNK_WIDTHS,
+    Layout,
     chunk_keys,
+    permute_rows,
     popcount,
     popcount_rows,
     prefix_bits_for,
@@ -37,6 +38,8 @@ class Segment:
     """First row covered."""
     hi: int
     """One past the last row covered."""
+    layout: Layout
+    """Bit permutation and chunking the tables were built with."""
     prefix_bits: int
     """Bits of each chunk resolved by the direct offset table."""
     offsets: npt.NDArray[np.uint32]
@@ -53,23 +56,36 @@ class Segment:
 
 
 def build_segment(
-    words: npt.NDArray[np.uint64], lo: int, hi: int, *, max_prefix_bits: int, use_numba: bool
+    words: npt.NDArray[np.uint64],
+    lo: int,
+    hi: int,
+    layout: Layout,
+    *,
+    max_prefix_bits: int,
+    use_numba: bool,
 ) -> Segment:
     """Build the chunk tables for rows ``[lo, hi)`` (chunks in parallel threads)."""
     n = hi - lo
-    p = prefix_bits_for(n, max_prefix_bits)
-    s_max = max(CHUNK_WIDTHS) - p
+    widths, starts = layout.widths, layout.starts
+    p = prefix_bits_for(n, widths, max_prefix_bits)
+    s_max = max(widths) - p
     suffix_dtype = np.uint8 if s_max <= 8 else np.uint16
-    m = len(CHUNK_WIDTHS)
+    m = len(widths)
     offsets = np.empty((m, (1 << p) + 1), dtype=np.uint32)
     postings = np.empty((m, n), dtype=np.uint32)
     suffixes = np.empty((m, n), dtype=suffix_dtype)
-    block = words[lo:hi]
+    if layout.identity:
+        block = words[lo:hi]
+    elif use_numba:
+        block = np.empty((n, words.shape[1]), dtype=np.uint64)
+        _kernels.permute_all(words, lo, hi, layout.tables, block)
+    else:
+        block = permute_rows(words[lo:hi], layout)
 
     def one(c: int) -> None:
-        width = CHUNK_WIDTHS[c]
+        width = widths[c]
         s = width - p
-        keys = chunk_keys(block, CHUNK_STARTS[c], width)
+        keys = chunk_keys(block, starts[c], width)
         prefix = (keys >> np.uint64(s)).astype(np.uint32)
         if use_numba:
             order = np.empty(n, dtype=np.uint32)
@@ -88,7 +104,7 @@ def build_segment(
     else:
         for c in range(m):
             one(c)
-    return Segment(lo, hi, p, offsets, postings, suffixes)
+    return Segment(lo, hi, layout, p, offsets, postings, suffixes)
 
 
 def query_segment_numpy(
@@ -102,13 +118,14 @@ def query_segment_numpy(
     """The numpy twin of ``_kernels.query_segment``: same rows, same distances."""
     masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
     qrow = q.reshape(1, -1)
+    qperm = permute_rows(qrow, seg.layout)
     found: list[npt.NDArray[np.uint32]] = []
     for c, rc in enumerate(radii.tolist()):
         if rc < 0:
             continue
-        width = CHUNK_WIDTHS[c]
+        width = seg.layout.widths[c]
         s = width - seg.prefix_bits
-        key = int(chunk_keys(qrow, CHUNK_STARTS[c], width)[0])
+        key = int(chunk_keys(qperm, seg.layout.starts[c], width)[0])
         nm = int(n_masks_for[rc])
         buckets = (masks[:nm] ^ np.uint64(key >> s)).astype(np.int64)
         lo = seg.offsets[c, buckets].astype(np.int64)

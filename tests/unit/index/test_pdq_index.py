@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from federation.errors import InputError
 from federation.index import _kernels
-from federation.index.layout import MIH_MAX_RADIUS, chunk_radii, popcount_rows
+from federation.index.layout import MIH_MAX_RADIUS, chunk_radii, mih_max_radius, popcount_rows
 from federation.index.pdq import PdqIndex, pdq_words
 
 BACKENDS = [
@@ -105,13 +105,16 @@ def test_matches_brute_force_through_adds_and_removals(
         assert as_pairs(hits) == brute(stored, alive, one, radius)
 
 
-def test_chunk_radii_satisfy_pigeonhole_bound() -> None:
-    for r in range(MIH_MAX_RADIUS + 1):
-        radii = chunk_radii(r)
+@pytest.mark.parametrize("n_chunks", [8, 11])
+def test_chunk_radii_satisfy_pigeonhole_bound(n_chunks: int) -> None:
+    top = mih_max_radius(n_chunks)
+    assert top <= MIH_MAX_RADIUS
+    for r in range(top + 1):
+        radii = chunk_radii(r, n_chunks)
         assert int((radii + 1).sum()) == r + 1
-        assert radii.max() <= 2
+        assert radii.max() <= 3
     with pytest.raises(ValueError, match="outside"):
-        chunk_radii(MIH_MAX_RADIUS + 1)
+        chunk_radii(top + 1, n_chunks)
 
 
 def test_dihedral_query_reports_best_transform() -> None:
