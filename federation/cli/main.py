@@ -22,21 +22,32 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
-# Subcommand modules, in the order `hashfed --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "federation.cli.hash_cmd",
-    "federation.cli.serve_cmd",
-    "federation.cli.keys_cmd",
-    "federation.cli.manifest_cmd",
-    "federation.cli.receipt_cmd",
-    "federation.cli.init_cmd",
-    "federation.cli.audit_cmd",
-    "federation.cli.log_cmd",
-)
+# Command name -> module, in the order `hashfed --help` lists them.  A run imports only the
+# module of the command it runs, so `hashfed keys show` does not pay for numpy, aiohttp and
+# SQLAlchemy at start-up; `hashfed --help` imports them all.
+COMMANDS: dict[str, str] = {
+    "hash": "federation.cli.hash_cmd",
+    "serve": "federation.cli.serve_cmd",
+    "keys": "federation.cli.keys_cmd",
+    "manifest": "federation.cli.manifest_cmd",
+    "verify-receipt": "federation.cli.receipt_cmd",
+    "init": "federation.cli.init_cmd",
+    "audit": "federation.cli.audit_cmd",
+    "log": "federation.cli.log_cmd",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every subcommand registered."""
+def _wanted(argv: Sequence[str] | None) -> list[str]:
+    """The modules to import for ``argv``: the named command's alone, or all of them."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    if first in COMMANDS:
+        return [COMMANDS[first]]
+    return list(COMMANDS.values())
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the subcommands ``argv`` needs registered (all when ``argv`` is [])."""
     parser = argparse.ArgumentParser(
         prog="hashfed",
         description="Share and match signed hashes of confirmed abuse images — never the images.",
@@ -45,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in _wanted(argv if argv is not None else []):
         module = importlib.import_module(name)
         module.register(sub)
     return parser
@@ -62,7 +73,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hashfed``; returns (and, as a console script, exits with) the exit code."""
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
