@@ -105,7 +105,7 @@ class OriginAudit:
         at = 0
         while self.claims and self.claims[0].size <= end:
             claim = self.claims.pop(0)
-            cut = claim.size - self.size
+            cut = claim.size - chunk.start
             self.size, self.frontier = extend_frontier(self.size, self.frontier, hashes[at:cut])
             at = cut
             root = frontier_root(self.frontier)

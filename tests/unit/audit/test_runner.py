@@ -226,3 +226,16 @@ async def test_lagging_mirror_is_consistent() -> None:
     report, _ = await audit([MemSource("origin", {"police": log}), lagging])
     assert report.verdict == "pass"
     assert leaf_hash(log.leaves[0]) == log.hashes.read_hashes([0])[0]
+
+
+async def test_many_checkpoints_inside_one_chunk_are_each_checked() -> None:
+    log = MemLog("police")
+    log.submit(40)
+    sources = [MemSource(f"n{n}", {"police": log}, police=log.note(n)) for n in (3, 7, 8, 21, 33)]
+    report, _ = await audit([MemSource("origin", {"police": log}), *sources])
+    assert report.verdict == "pass", report.model_dump_json(indent=1)
+    fork = MemLog("police")
+    fork.submit(21, tag="f")
+    sources.append(MemSource("fork", {"police": fork}))
+    report, _ = await audit([MemSource("origin", {"police": log}), *sources])
+    assert codes(report, "police") == {F.SPLIT_VIEW}
