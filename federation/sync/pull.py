@@ -77,6 +77,7 @@ async def pull_range(
     now: int,
     settings: PullSettings,
     on_applied: Callable[[list[AppliedItem]], object],
+    on_progress: Callable[[int], None] = lambda size: None,
 ) -> tuple[int, int]:
     """Bring ``member``'s mirror from ``trusted`` to ``checkpoint``; (leaves applied, new size).
 
@@ -118,6 +119,7 @@ async def pull_range(
             result = on_applied([(member.log_origin, v.index, v.signed) for v in batch.leaves])
             if inspect.isawaitable(result):
                 await result
+        on_progress(batch.end)
         if batch.complete:
             return total, n
         async with store.read() as conn:

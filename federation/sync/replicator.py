@@ -197,7 +197,7 @@ class Replicator:
                 )
             raise _StaleSource
         try:
-            count, size = await pull_range(
+            count, _ = await pull_range(
                 client,
                 member,
                 trusted,
@@ -208,6 +208,7 @@ class Replicator:
                 now=now,
                 settings=self.settings,
                 on_applied=self._on_applied,
+                on_progress=lambda size: setattr(self._origin(member.id), "size", size),
             )
         finally:
             async with self.store.read() as conn:

@@ -6,21 +6,28 @@ transport key (0600 files), a signed manifest, one ``node.toml`` and client keys
 loopback port (``listen = "127.0.0.1:0"``; the port is read from the ``listening on`` line),
 waits for ``/readyz``, and stops it with SIGTERM (then SIGKILL).  :func:`client` opens a
 :class:`SignedSession` for one of a member's clients.
+
+For multi-node federations, ``make_federation(..., loopback=True)`` gives every member a fixed
+free loopback port, listed as its manifest endpoint, and a ``[sync]`` section (fast polling),
+so the nodes replicate from one another; without it endpoints are placeholders and replication
+is off (single-node tests).  :func:`free_ports` and :func:`wait_until` help such tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +35,9 @@ from pathlib import Path
 import aiohttp
 
 from federation.client.signer import SignedSession
-from federation.core.keys import SigningKey
+from federation.core.entries import Submission
+from federation.core.keys import KeyType, SigningKey
+from federation.core.labels import Labels
 from federation.core.manifest import (
     Manifest,
     Member,
@@ -37,7 +46,10 @@ from federation.core.manifest import (
     sign_manifest,
     signed_manifest_json,
 )
+from federation.core.signals import Md5Signal
 from federation.keyfile import save_private_key
+from federation.log.writer import LogWriter
+from federation.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -77,6 +89,33 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free right now (all held open until all are chosen)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], *, within: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; AssertionError naming ``what`` after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 def make_federation(
     root: Path,
     member_ids: Sequence[str] = ("police",),
@@ -85,9 +124,21 @@ def make_federation(
     max_body_bytes: int = 65536,
     max_batch: int = 50,
     min_pdq_quality: int = 50,
+    loopback: bool = False,
+    roles: dict[str, tuple[str, ...]] | None = None,
+    poll_interval: float = 0.2,
+    chunk_size: int | None = None,
+    endpoints: dict[str, str] | None = None,
 ) -> Federation:
-    """Write keys, a signed manifest and one node.toml per member under ``root``."""
+    """Write keys, a signed manifest and one node.toml per member under ``root``.
+
+    ``loopback`` assigns each member a free port (its listen address and manifest endpoint)
+    and turns replication on with ``poll_interval``; ``endpoints`` overrides a member's
+    manifest endpoint (e.g. to put a test relay in front of it); ``roles`` overrides the
+    default manifest roles (consumer, submitter) per member.
+    """
     now = int(time.time())
+    ports = dict(zip(member_ids, free_ports(len(member_ids)), strict=True)) if loopback else {}
     steward = SigningKey.generate("steward-1")
     specs: dict[str, MemberSpec] = {}
     members: list[Member] = []
@@ -104,12 +155,24 @@ def make_federation(
             )
             for name, roles in (("cli", ("submit", "match", "admin")), ("reader", ("match",)))
         }
+        member_roles = (roles or {}).get(member_id, ("consumer", "submitter"))
+        witness = (
+            SigningKey.generate(f"{member_id}.example", KeyType.COSIGNATURE_V1).public.vkey()
+            if "witness" in member_roles
+            else None
+        )
         members.append(
             Member(
                 id=member_id,
+                witness_vkey=witness,
                 name=f"{member_id} unit",
-                roles=("consumer", "submitter"),
-                endpoint=f"http://{member_id}.example",
+                roles=member_roles,
+                endpoint=(endpoints or {}).get(member_id)
+                or (
+                    f"http://127.0.0.1:{ports[member_id]}"
+                    if loopback
+                    else f"http://{member_id}.example"
+                ),
                 log_origin=origin,
                 log_vkey=log_key.public.vkey(),
                 transport_keys=(
@@ -126,7 +189,7 @@ def make_federation(
         lines = [
             "[node]",
             f"member_id = {_toml_str(member_id)}",
-            'listen = "127.0.0.1:0"',
+            f"listen = {_toml_str(f'127.0.0.1:{ports.get(member_id, 0)}')}",
             "shutdown_timeout = 5.0",
             "[database]",
             f"url = {_toml_str(db)}",
@@ -139,7 +202,14 @@ def make_federation(
             "[limits]",
             f"max_body_bytes = {max_body_bytes}",
             f"max_batch = {max_batch}",
+            "[sync]",
+            f"enabled = {'true' if loopback else 'false'}",
+            f"poll_interval = {poll_interval}",
+            "connect_timeout = 2.0",
+            "request_timeout = 10.0",
         ]
+        if chunk_size is not None:
+            lines.append(f"chunk_size = {chunk_size}")
         for c in clients.values():
             public = base64.b64encode(c.key.public.raw).decode()
             lines += [
@@ -265,3 +335,38 @@ async def client(node: Node, name: str = "cli") -> AsyncIterator[SignedSession]:
             destination=node.spec.member_id,
             clock=time.time,
         )
+
+
+async def populate_log(spec: MemberSpec, count: int, *, batch: int = 1000, start: int = 0) -> None:
+    """Append ``count`` MD5 submissions to ``spec``'s own log directly, before its node starts.
+
+    Goes through the real :class:`LogWriter` (signed entries, signed checkpoints), just without
+    HTTP, so a test or benchmark can hold a large federation without waiting for requests.
+    """
+    store = await open_store(f"sqlite:///{spec.config.parent / 'node.db'}")
+    labels = Labels(categories=("csam",), severity="high", confirmed_by="police")
+    now = int(time.time())
+    try:
+        writer = LogWriter(
+            store,
+            member_id=spec.member_id,
+            origin=spec.log_origin,
+            key=spec.log_key,
+            clock=time.time,
+        )
+        await writer.open()
+        for first in range(start, start + count, batch):
+            await writer.append(
+                [
+                    Submission(
+                        origin=spec.member_id,
+                        id=f"bulk-{n}",
+                        created=now,
+                        signal=Md5Signal(value=f"{n:032x}"),
+                        labels=labels,
+                    )
+                    for n in range(first, min(first + batch, start + count))
+                ]
+            )
+    finally:
+        await store.close()
