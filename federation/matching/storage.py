@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from federation.store import Store
 from federation.store.schema import alerts, entries, local_content, logs
 
-DETAILS_CHUNK = 400
-"""Refs per details query: two bound parameters each, well under SQLite's limit."""
+DETAILS_CHUNK = 500
+"""Indexes per details query, well under SQLite's bound-parameter limit."""
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,24 @@ async def entry_pages(
 async def entry_details(
     store: Store, refs: Sequence[tuple[str, int]]
 ) -> dict[tuple[str, int], Details]:
-    """Labels and leaf hash of entries given as (log origin, index)."""
+    """Labels and leaf hash of entries given as (log origin, index).
+
+    Queried per origin as ``origin = ? AND idx IN (…)`` so both backends use the primary key
+    (SQLite plans a row-value ``(origin, idx) IN (…)`` as a full scan).
+    """
+    by_origin: dict[str, list[int]] = {}
+    for origin, idx in refs:
+        by_origin.setdefault(origin, []).append(idx)
+    columns = (entries.c.origin, entries.c.idx, entries.c.labels, entries.c.leaf_hash)
     out: dict[tuple[str, int], Details] = {}
     async with store.read() as conn:
-        for at in range(0, len(refs), DETAILS_CHUNK):
-            chunk = refs[at : at + DETAILS_CHUNK]
-            columns = (entries.c.origin, entries.c.idx, entries.c.labels, entries.c.leaf_hash)
-            where = tuple_(entries.c.origin, entries.c.idx).in_(chunk)
-            rows = await conn.execute(select(*columns).where(where))
-            for r in rows:
-                labels = json.loads(r.labels) if r.labels else {}
-                out[(str(r.origin), int(r.idx))] = Details(labels, bytes(r.leaf_hash).hex())
+        for origin, indexes in by_origin.items():
+            for at in range(0, len(indexes), DETAILS_CHUNK):
+                chunk = indexes[at : at + DETAILS_CHUNK]
+                where = (entries.c.origin == origin) & entries.c.idx.in_(chunk)
+                for r in await conn.execute(select(*columns).where(where)):
+                    labels = json.loads(r.labels) if r.labels else {}
+                    out[(str(r.origin), int(r.idx))] = Details(labels, bytes(r.leaf_hash).hex())
     return out
 
 
