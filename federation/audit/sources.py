@@ -101,10 +101,14 @@ class HttpSource:
             async with self._open(url) as resp:
                 if resp.content_length is not None and resp.content_length > cap:
                     raise self._bad(f"{path}: body larger than {cap} bytes")
-                body = await resp.content.read(cap + 1)
-                if len(body) > cap:
-                    raise self._bad(f"{path}: body larger than {cap} bytes")
-                return resp.status, body
+                chunks: list[bytes] = []
+                total = 0
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    total += len(chunk)
+                    if total > cap:
+                        raise self._bad(f"{path}: body larger than {cap} bytes")
+                    chunks.append(chunk)
+                return resp.status, b"".join(chunks)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerError(
                 f"node {self.name} unreachable for GET {path}: {type(exc).__name__}",
