@@ -9,20 +9,29 @@ the fork test holds the origin's own log key — the one party able to sign a sp
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import sqlite3
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from federation.core.checkpoint import Checkpoint
+from federation.core.checkpoint import Checkpoint, sign_checkpoint
+from federation.core.manifest import Member
 from federation.core.note import SignedNote
+from federation.sync.client import PeerClient
 from tests.integration.harness import (
     Federation,
     Node,
     client,
+    free_ports,
     make_federation,
     populate_log,
     wait_until,
@@ -97,8 +106,12 @@ async def submit(node: Node, first: int, count: int) -> list[dict[str, Any]]:
 
 
 def stop_all(*nodes: Node) -> None:
-    for n in nodes:
-        n.stop()
+    """Stop nodes in parallel (SIGTERM, then SIGKILL after the grace period)."""
+    threads = [threading.Thread(target=n.stop) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 # --- five nodes: propagation, match, retraction, relay after the origin stops ---------------
@@ -211,3 +224,196 @@ async def test_sigkill_mid_sync_converges_without_duplicates(tmp_path: Path) -> 
         assert progress == 0
     finally:
         stop_all(police, platform)
+
+
+# --- a malicious relay ----------------------------------------------------------------------
+
+
+class Proxy:
+    """An HTTP server in the test process in front of an honest node; it signs nothing.
+
+    ``mode`` decides what it does to answers about other members' logs: ``honest`` forwards,
+    ``tamper`` alters a byte inside one served leaf, ``truncate`` drops the last hash of every
+    consistency proof.  ``blocked`` names a keyid whose requests get 503 (a network partition
+    between one node and the upstream).
+    """
+
+    def __init__(self, port: int, *, blocked: str | None = None) -> None:
+        self.port = port
+        self.upstream = ""
+        self.mode = "honest"
+        self.blocked = blocked
+        self.served: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        if self.blocked and f'keyid="{self.blocked}"' in request.headers.get("Signature-Input", ""):
+            return web.Response(status=503, text="partitioned")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            data=await request.read(),
+            headers=headers,
+        ) as upstream:
+            body = await upstream.read()
+            status, ctype = upstream.status, upstream.headers.get("Content-Type", "")
+        if status == 200 and request.path.startswith("/v1/logs/"):
+            body = self._corrupt(request.path, body)
+        return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+
+    def _corrupt(self, path: str, body: bytes) -> bytes:
+        if self.mode == "tamper" and path.endswith("/entries"):
+            page = json.loads(body)
+            if page["entries"]:
+                leaf = bytearray(base64.b64decode(page["entries"][-1]["leaf"]))
+                at = leaf.index(b'"value":"') + len(b'"value":"')
+                leaf[at] = ord("a") if leaf[at] != ord("a") else ord("b")
+                page["entries"][-1]["leaf"] = base64.b64encode(bytes(leaf)).decode()
+                self.served.append("tampered leaf")
+            return json.dumps(page).encode()
+        if self.mode == "truncate" and path.endswith("/proof/consistency"):
+            proof = json.loads(body)
+            proof["proof"] = proof["proof"][:-1]
+            self.served.append("truncated proof")
+            return json.dumps(proof).encode()
+        return body
+
+
+@asynccontextmanager
+async def proxies(*items: Proxy) -> AsyncIterator[None]:
+    try:
+        for p in items:
+            await p.start()
+        yield
+    finally:
+        for p in items:
+            await p.close()
+
+
+async def sync_state(node: Node) -> dict[str, Any]:
+    state: dict[str, Any] = (await signed_get(node, "/v1/status"))["sync"]
+    return state
+
+
+@pytest.mark.slow
+async def test_malicious_relay_is_rejected_with_reason(tmp_path: Path) -> None:
+    police_front, evil_port = free_ports(2)
+    front = Proxy(police_front, blocked="victim-t1")  # victim cannot reach police directly
+    evil = Proxy(evil_port)
+    fed = make_federation(
+        tmp_path,
+        ("police", "relay", "victim"),
+        loopback=True,
+        endpoints={
+            "police": f"http://127.0.0.1:{police_front}",
+            "relay": f"http://127.0.0.1:{evil_port}",
+        },
+    )
+    police, relay, victim = (Node(fed.members[m]) for m in ("police", "relay", "victim"))
+    async with proxies(front, evil):
+        try:
+            await start_all(police, relay, victim)
+            front.upstream, evil.upstream = police.url, relay.url
+            await submit(police, 0, 3)
+            await wait_until(reaches(victim, "police", 3), what="victim syncs via the relay")
+
+            async def failed_with(code: str) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    state = await sync_state(victim)
+                    error = state["origins"]["police"]["last_error"] or ""
+                    return error.startswith(f"relay: {code}")
+
+                return check
+
+            evil.mode = "truncate"
+            await submit(police, 3, 2)
+            await wait_until(reaches(relay, "police", 5), what="honest relay node has 5")
+            await wait_until(await failed_with("inconsistent_checkpoint"), what="proof rejected")
+            assert await size_of(victim, "police") == 3
+
+            evil.mode = "tamper"
+            await wait_until(await failed_with("bad_entry_signature"), what="leaf rejected")
+            assert await size_of(victim, "police") == 3
+            state = await sync_state(victim)
+            assert state["peers"]["relay"]["failures"] >= 2
+            assert state["origins"]["police"]["frozen"] is None  # a relay cannot freeze an origin
+            assert (await signed_get(victim, "/v1/evidence"))["evidence"] == []
+            assert {"tampered leaf", "truncated proof"} <= set(evil.served)
+
+            evil.mode = "honest"
+            await wait_until(reaches(victim, "police", 5), within=30, what="recovery via relay")
+            assert await held(victim, "police") == await held(police, "police")
+        finally:
+            stop_all(police, relay, victim)
+
+
+# --- an origin that signs a split view ------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_forked_origin_is_caught_and_frozen_everywhere(tmp_path: Path) -> None:
+    members = ("police", "hotline", "platform-a")
+    fed = make_federation(tmp_path, members, loopback=True)
+    nodes = [Node(fed.members[m]) for m in members]
+    police, honest = nodes[0], nodes[1:]
+    try:
+        await start_all(*nodes)
+        await submit(police, 0, 2)
+        for n in honest:
+            await wait_until(reaches(n, "police", 2), what=f"{n.spec.member_id} has police")
+        # The origin signs a second, different tree head of the same size and gossips it.
+        spec = fed.members["police"]
+        forked = sign_checkpoint(Checkpoint(spec.log_origin, 2, bytes(32)), spec.log_key)
+        manifest = json.loads(fed.manifest.read_text())["manifest"]
+        for n in honest:
+            member = next(m for m in manifest["members"] if m["id"] == n.spec.member_id)
+            ringer = PeerClient(
+                _member(member, n.url),
+                key=spec.transport_key,
+                keyid="police-t1",
+                clock=time.time,
+            )
+            try:
+                await ringer.notify("police", forked.serialise())
+            finally:
+                await ringer.close()
+        for n in honest:
+            evidence = (await signed_get(n, "/v1/evidence"))["evidence"]
+            assert len(evidence) == 1
+            assert evidence[0]["note_b"] == forked.serialise()
+            assert note_checkpoint(evidence[0]["note_a"]).size == 2
+            assert evidence[0]["source"] == "police"
+            status = await signed_get(n, "/v1/status")
+            frozen = {s["member"]: s["frozen"] for s in status["logs"]}
+            assert frozen["police"] is True
+            assert status["sync"]["origins"]["police"]["frozen"]
+        # Frozen means frozen: later entries of the origin are not applied anywhere.
+        await submit(police, 2, 1)
+        await asyncio.sleep(1.0)
+        for n in honest:
+            assert await size_of(n, "police") == 2
+            async with aiohttp.ClientSession() as s, s.get(f"{n.url}/metrics") as r:
+                assert "hashfed_evidence 1" in await r.text()
+    finally:
+        stop_all(*nodes)
+
+
+def _member(data: dict[str, Any], url: str) -> Member:
+    return Member.model_validate({**data, "endpoint": url})
