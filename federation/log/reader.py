@@ -4,6 +4,7 @@ fetch — checkpoints, entry pages and proofs — always against a size we have 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -112,6 +113,23 @@ async def inclusion_proof(conn: AsyncConnection, origin: str, index: int, size: 
     if not 0 <= index < size:
         raise InputError(f"index must be 0..{size - 1}", code="invalid_range", field="index")
     return await tree.inclusion_proof(conn, origin, index, size)
+
+
+async def inclusion_proofs(
+    conn: AsyncConnection, origin: str, indexes: Sequence[int], size: int
+) -> list[list[bytes]]:
+    """Proofs for several leaves of the tree of ``size`` (receipts for a batch), one read."""
+    state = await log_state(conn, origin)
+    if not 0 < size <= state.size:
+        raise InputError(
+            f"size must be 1..{state.size} (the current checkpoint)",
+            code="invalid_range",
+            field="size",
+        )
+    for index in indexes:
+        if not 0 <= index < size:
+            raise InputError(f"index must be 0..{size - 1}", code="invalid_range", field="index")
+    return await tree.inclusion_proofs(conn, origin, indexes, size)
 
 
 async def consistency_proof(

@@ -127,3 +127,18 @@ async def test_foreign_origin_is_refused(db_url: str) -> None:
         await writer.append([other])
     assert err.value.code == "wrong_origin"
     await store.close()  # type: ignore[attr-defined]
+
+
+async def test_batch_inclusion_proofs_equal_single_ones(db_url: str) -> None:
+    writer, store = await open_writer(db_url)
+    result = await writer.append([submission(i) for i in range(37)])
+    indexes = [a.index for a in result.appended]
+    async with store.read() as conn:  # type: ignore[attr-defined]
+        batch = await reader.inclusion_proofs(conn, ORIGIN, indexes, 37)
+        single = [await reader.inclusion_proof(conn, ORIGIN, i, 37) for i in indexes]
+        with pytest.raises(InputError):
+            await reader.inclusion_proofs(conn, ORIGIN, [37], 37)
+    assert batch == single
+    for a, proof in zip(result.appended, batch, strict=True):
+        verify_inclusion(a.leaf_hash, a.index, 37, proof, result.checkpoint.root)
+    await store.close()  # type: ignore[attr-defined]
