@@ -1,7 +1,8 @@
 """PDQ match index benchmark: our index vs numpy brute force vs faiss (if importable).
 
-For each data set (uniform random hashes, and a clustered/skewed set closer to real PDQ
-collections) with planted near-duplicates at distances 0..31, it measures build time and
+For each data set (uniform random hashes; ``pdq-like``, modelled on how PDQ thresholds DCT
+coefficients, with near-duplicate families; ``clustered``, a deliberately harsh skew) with
+planted near-duplicates at distances 0..31, it measures build time and
 memory, single-query p50/p99, batch-of-1,000 throughput and recall against brute force, and
 prints each peer's ratio to ours.  ``quick`` uses 200k hashes and skips the slow faiss
 multi-hash builds.  faiss-cpu is a bench-only extra (``pip install -e '.[bench]'``).
@@ -25,6 +26,7 @@ N_SINGLE = 300
 N_BATCH = 1000
 N_RECALL = 30
 
+faiss: Any
 try:
     import faiss
 except ImportError:  # pragma: no cover - bench extra not installed
@@ -47,8 +49,9 @@ def uniform(rng: np.random.Generator, n: int) -> Words:
 
 
 def clustered(rng: np.random.Generator, n: int) -> Words:
-    """Skewed bits (some nearly constant) and tight clusters: 1 in 20 hashes is a centre, the
-    others are copies of a centre with 0..40 bits flipped (re-encodes, crops, memes)."""
+    """Deliberately harsh skew: per-bit probabilities from Beta(0.6, 0.6) (about a quarter of
+    bits nearly constant), 1 in 20 hashes a centre, the others copies of a centre with 0..40
+    bits flipped.  Random pairs differ in ~88 bits instead of 128, far more than real PDQ."""
     p = rng.beta(0.6, 0.6, size=256)  # per-bit probability of 1, many near 0 or 1
     bits = rng.random((n // 20, 256)) < p
     centres = np.packbits(bits, axis=1).view(np.uint64)
@@ -65,6 +68,37 @@ def clustered(rng: np.random.Generator, n: int) -> Words:
         np.put_along_axis(mask, keys, True, axis=1)
         out[sel] ^= np.packbits(mask, axis=1).view(np.uint64)
     return np.ascontiguousarray(out)
+
+
+def pdq_like(rng: np.random.Generator, n: int, block: int = 1 << 18) -> Words:
+    """Modelled on how PDQ is computed: 256 "DCT coefficients" per image, thresholded at the
+    image's own mean (PDQ uses the median), so each hash has about 128 ones, as PDQ's do.
+    Coefficients are a per-position bias (biased bits, p ≈ 0.3..0.7) plus a 16-factor
+    correlated part plus noise.
+    Images come in near-duplicate families with Pareto sizes (mean ≈ 6, capped at 2,000):
+    members are the family's coefficients plus noise of random strength, re-thresholded, so the
+    flipped bits are the coefficients near the median, as with re-encodes and small edits;
+    1 in 6 members is an exact copy.  Random pairs differ in ~126 ± 15 bits."""
+    factors = 16
+    load = rng.normal(0, 0.35, size=(factors, 256)).astype(np.float32)
+    bias = rng.normal(0, 0.35, size=256).astype(np.float32)
+    sizes = np.minimum((rng.pareto(1.5, size=n // 2 + 1) + 1) * 2, 2000).astype(np.int64)
+    n_fam = int(np.searchsorted(np.cumsum(sizes), n)) + 1
+    which = rng.permutation(np.repeat(np.arange(n_fam), sizes[:n_fam])[:n])
+    centre = np.empty((n_fam, 256), dtype=np.float32)
+    for a in range(0, n_fam, block):
+        b = min(n_fam, a + block)
+        z = rng.standard_normal((b - a, factors), dtype=np.float32)
+        centre[a:b] = bias + z @ load + rng.standard_normal((b - a, 256), dtype=np.float32)
+    out = np.empty((n, 4), dtype=np.uint64)
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        sigma = rng.uniform(0, 0.6, size=(b - a, 1)).astype(np.float32) ** 2
+        sigma[rng.random(b - a) < 1 / 6] = 0
+        coef = centre[which[a:b]] + sigma * rng.standard_normal((b - a, 256), dtype=np.float32)
+        # PDQ thresholds at the median; the mean is close and far cheaper to generate.
+        out[a:b] = np.packbits(coef > coef.mean(axis=1, keepdims=True), axis=1).view(np.uint64)
+    return out
 
 
 def queries_for(rng: np.random.Generator, data: Words, n: int) -> Words:
@@ -174,9 +208,13 @@ def run(quick: bool) -> None:
     sizes = [200_000] if quick else [1_000_000, 10_000_000]
     if os.environ.get("HASHFED_BENCH_INDEX_SIZES"):
         sizes = [int(x) for x in os.environ["HASHFED_BENCH_INDEX_SIZES"].split(",")]
+    # HASHFED_BENCH_INDEX_SETS=uniform,clustered picks data sets.
+    sets = [("uniform", uniform), ("pdq-like", pdq_like), ("clustered", clustered)]
+    if os.environ.get("HASHFED_BENCH_INDEX_SETS"):
+        sets = [s for s in sets if s[0] in os.environ["HASHFED_BENCH_INDEX_SETS"].split(",")]
     print(f"machine: {os.cpu_count()} cores; radius {RADIUS}; faiss {'yes' if faiss else 'absent'}")
     for n in sizes:
-        for label, gen in (("uniform", uniform), ("clustered", clustered)):
+        for label, gen in sets:
             rng = np.random.default_rng(n)
             data = gen(rng, n)
             single = queries_for(rng, data, N_SINGLE)

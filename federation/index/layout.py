@@ -70,11 +70,10 @@ class Layout:
     """``(32, 256, 4)``: for hash byte ``b`` with value ``v``, its bits' permuted positions."""
     identity: bool
     """True when the permutation is the identity (rows are used as they are)."""
-
-    @property
-    def starts(self) -> tuple[int, ...]:
-        """First permuted bit of each chunk."""
-        return tuple(sum(self.widths[:i]) for i in range(len(self.widths)))
+    starts: tuple[int, ...]
+    """First permuted bit of each chunk."""
+    arrays: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+    """``(starts, widths)`` as int64 arrays, as the compiled kernels take them."""
 
     @property
     def max_radius(self) -> int:
@@ -100,7 +99,10 @@ def make_layout(order: npt.ArrayLike, widths: tuple[int, ...]) -> Layout:
         tables[byte, hit, word] |= np.uint64(1) << np.uint64(sh)
     perm.flags.writeable = False
     tables.flags.writeable = False
-    return Layout(perm, widths, tables, bool((perm == np.arange(PDQ_BITS)).all()))
+    starts = tuple(sum(widths[:i]) for i in range(len(widths)))
+    arrays = (np.array(starts, dtype=np.int64), np.array(widths, dtype=np.int64))
+    identity = bool((perm == np.arange(PDQ_BITS)).all())
+    return Layout(perm, widths, tables, identity, starts, arrays)
 
 
 @cache

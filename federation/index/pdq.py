@@ -284,7 +284,8 @@ class PdqIndex:
             else self._scan_batch(queries, r, s.lo, s.hi)
             for s in self._segments
         ]
-        parts.append(self._scan_batch(queries, r, self._side_lo(), self._n))
+        if self._side_lo() < self._n or not parts:
+            parts.append(self._scan_batch(queries, r, self._side_lo(), self._n))
         if len(parts) == 1:
             return parts[0]
         return (
@@ -321,8 +322,7 @@ class PdqIndex:
         masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
         layout = seg.layout
         radii = chunk_radii(r, len(layout.widths))
-        starts = np.array(layout.starts, dtype=np.int64)
-        widths = np.array(layout.widths, dtype=np.int64)
+        starts, widths = layout.arrays
         bounds = self._buffer("bounds", (2, masks.shape[0]))
         scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
         while True:
