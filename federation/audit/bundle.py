@@ -119,7 +119,11 @@ class BundleSource:
         self._sections: dict[str, _Section] = {}
         self._file = _open_read(path)
         self._cursor: tuple[str, int, int] | None = None  # member, next index, file offset
-        self._index()
+        try:
+            self._index()
+        except BaseException:
+            self._file.close()
+            raise
 
     def _records(self) -> Iterator[tuple[int, bytes]]:
         f = self._file
