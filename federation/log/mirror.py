@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -280,3 +280,34 @@ async def list_evidence(conn: AsyncConnection, limit: int = 100) -> list[dict[st
 async def count_evidence(conn: AsyncConnection) -> int:
     """How many evidence records are stored (for ``/metrics``)."""
     return int((await conn.execute(select(func.count()).select_from(evidence))).scalar_one())
+
+
+async def unsigned_leaves(
+    conn: AsyncConnection, origin: str, page: int = 1000
+) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """Leaves held beyond the last signed checkpoint (a chunked catch-up cut short), in pages.
+
+    The match index loads only up to each log's signed size, so after a restart the replicator
+    hands these to it again; they are verified (proven a prefix of a signed checkpoint).
+    """
+    progress = (
+        await conn.execute(select(mirror_progress.c.size).where(mirror_progress.c.origin == origin))
+    ).first()
+    if progress is None:
+        return
+    signed = (
+        await conn.execute(select(logs.c.size).where(logs.c.origin == origin))
+    ).scalar_one_or_none()
+    start, end = int(signed or 0), int(progress.size)
+    while start < end:
+        rows = await conn.execute(
+            select(entries.c.idx, entries.c.leaf)
+            .where(entries.c.origin == origin, entries.c.idx >= start)
+            .where(entries.c.idx < min(end, start + page))
+            .order_by(entries.c.idx)
+        )
+        batch = [(int(r.idx), bytes(r.leaf)) for r in rows]
+        if not batch:
+            return
+        yield batch
+        start = batch[-1][0] + 1

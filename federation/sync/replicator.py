@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -23,6 +24,7 @@ from typing import Any, Final
 import structlog
 
 from federation.core.checkpoint import Checkpoint
+from federation.core.entries import parse_leaf
 from federation.core.manifest import Manifest, Member
 from federation.core.note import SignedNote
 from federation.core.replication import (
@@ -110,6 +112,22 @@ class Replicator:
         for peer_id, ph in stored.items():
             if peer_id in self._peer_health:
                 self._peer_health[peer_id] = ph
+        await self._reindex_unsigned()
+
+    async def _reindex_unsigned(self) -> None:
+        """Hand leaves of a catch-up cut short by a restart to ``on_applied`` once more.
+
+        They were applied before the restart, but the match index loads each log only up to
+        its signed size; without this they would be held yet unmatchable until restart.
+        """
+        for member_id in self.origins():
+            member = self._member(member_id)
+            async with self.store.read() as conn:
+                async for page in mirror.unsigned_leaves(conn, member.log_origin):
+                    items = [(member.log_origin, i, parse_leaf(leaf)) for i, leaf in page]
+                    result = self._on_applied(items)
+                    if inspect.isawaitable(result):
+                        await result
 
     def status(self) -> dict[str, Any]:
         """Per origin and per peer sync state, for ``/v1/status``."""
