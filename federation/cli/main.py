@@ -34,6 +34,11 @@ COMMANDS: dict[str, str] = {
     "init": "federation.cli.init_cmd",
     "audit": "federation.cli.audit_cmd",
     "log": "federation.cli.log_cmd",
+    "submit": "federation.cli.submit_cmd",
+    "match": "federation.cli.match_cmd",
+    "retract": "federation.cli.retract_cmd",
+    "opinion": "federation.cli.opinion_cmd",
+    "status": "federation.cli.status_cmd",
 }
 
 
