@@ -37,6 +37,8 @@ class PeerHealth:
     last_success: int | None = None
     last_error: str | None = None
     last_error_at: int | None = None
+    last_success_saved: int = 0
+    """When ``last_success`` was last written to storage (not shown; see the replicator)."""
 
     def usable(self, now: int) -> bool:
         """Whether we may ask this peer now."""

@@ -341,9 +341,14 @@ class Replicator:
         oh = self._origin(origin)
         oh.last_success, oh.last_source = now, source
         ph = self._peer_health[source]
+        recovered = bool(ph.failures or ph.backoff_until)
         h.mark_success(ph, now)
-        async with self.store.transaction() as conn:
-            await h.save_peer_health(conn, ph)
+        if recovered or ph.last_success is None or now - ph.last_success_saved >= 60:
+            # Written through only when it matters (a cleared backoff) or once a minute: a
+            # durable commit per successful pull would double the disk syncs on the push path.
+            async with self.store.transaction() as conn:
+                await h.save_peer_health(conn, ph)
+            ph.last_success_saved = now
 
     # --- scheduling -------------------------------------------------------------------------
 
