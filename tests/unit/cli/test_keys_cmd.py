@@ -23,7 +23,7 @@ def test_generate_note_key_named_after_log_origin(tmp_path: Path) -> None:
     assert out.stdout.splitlines()[-1] == vkey
     assert PublicKey.parse(vkey).name == "police.example/hashfed"
     assert "PRIVATE" not in out.stdout + out.stderr
-    assert key.skey().rsplit("+", 1)[1] not in out.stdout + out.stderr
+    assert key.skey().split("+", 4)[4] not in out.stdout + out.stderr
 
 
 def test_generate_cosignature_json(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_show_never_prints_the_private_key(tmp_path: Path) -> None:
     assert (shown["vkey"], shown["type"]) == (key.public.vkey(), "ed25519")
     text = ok("keys", "show", "nca.key", cwd=tmp_path).stdout
     assert key.public.vkey() in text
-    assert key.skey().rsplit("+", 1)[1] not in text
+    assert key.skey().split("+", 4)[4] not in text
     assert "PRIVATE" not in text
     pub = ok_json("keys", "show", "nca.pub", "--json", cwd=tmp_path)
     assert (pub["vkey"], pub["type"], pub["key_id"]) == (
