@@ -1,0 +1,328 @@
+"""Generate the known-answer vectors spec/vectors/requests.json and spec/vectors/proofs.json.
+
+Everything comes from fixed seeds (seed = SHA-256 of a fixed ASCII string), fixed times and
+fixed nonces, so anyone with Ed25519, SHA-256 and base64 can reproduce the files byte for byte
+(Ed25519 signatures are deterministic).  Tree roots and proofs are computed here with the
+recursive definitions of RFC 9162 §2.1 written out afresh, not with the node's tree code, so
+the vectors check that code instead of echoing it.  ``tests/unit/test_spec_vectors.py``
+rebuilds both documents and compares them with the committed files; after a deliberate wire
+change regenerate with::
+
+    .venv/bin/python tests/unit/kat_protocol.py
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from federation.core.checkpoint import Checkpoint, sign_checkpoint
+from federation.core.entries import (
+    EntryRef,
+    Opinion,
+    Retraction,
+    Submission,
+    leaf_bytes,
+    sign_entry,
+)
+from federation.core.httpsig import (
+    SignatureParams,
+    component_values,
+    create_signature_headers,
+    signature_base,
+)
+from federation.core.keys import SigningKey
+from federation.core.labels import Category, ConfirmedBy, Labels, Severity
+from federation.core.receipt import TlogProof
+from federation.core.signals import Md5Signal, PdqSignal, Sha256Signal
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VECTOR_DIR = REPO_ROOT / "spec" / "vectors"
+
+# -- signed requests -----------------------------------------------------------------------
+
+TRANSPORT_SEED_STRING = "hashfed KAT transport key v1"
+TRANSPORT_KEY_ID = "kat-transport-2024"
+SENDER = "sender.example"
+DESTINATION = "receiver.example"
+CREATED = 1_700_000_000
+LIFETIME = 300
+MATCH_BODY = b'{"signals":[{"kind":"md5","value":"d41d8cd98f00b204e9800998ecf8427e"}]}'
+REQUESTS = (
+    {
+        "name": "post-with-body",
+        "method": "POST",
+        "target": "/v1/match",
+        "body": MATCH_BODY,
+        "nonce": "kat-nonce-0000000000000001",
+    },
+    {
+        "name": "get-with-query",
+        "method": "GET",
+        "target": "/v1/evidence?limit=10",
+        "body": b"",
+        "nonce": "kat-nonce-0000000000000002",
+    },
+    {
+        "name": "get-several-query-parameters",
+        "method": "GET",
+        "target": "/v1/logs/nca.example/proof/consistency?from=1&to=13",
+        "body": b"",
+        "nonce": "kat-nonce-0000000000000003",
+    },
+)
+
+# -- the 13-leaf tree ----------------------------------------------------------------------
+
+LOG_SEED_STRING = "hashfed KAT proofs log key v1"
+MEMBER = "nca.example"
+LOG_ORIGIN = "nca.example/hashfed"
+TREE_SIZE = 13
+FIRST_CREATED = 1_700_000_000
+INCLUSION_SIZES = (1, 7, 8, 13)
+CONSISTENCY_PAIRS = ((1, 13), (3, 7), (4, 8), (6, 13), (7, 13), (8, 13), (12, 13), (13, 13))
+RECEIPT_INDEX = 5
+LABELS = Labels(
+    categories=(Category.CSAM,), severity=Severity.HIGH, confirmed_by=ConfirmedBy.POLICE
+)
+
+
+def seeded(seed_string: str, name: str) -> SigningKey:
+    """A fixed Ed25519 key: seed = SHA-256(seed_string)."""
+    return SigningKey.from_seed(name, hashlib.sha256(seed_string.encode()).digest())
+
+
+def b64(data: bytes) -> str:
+    """Standard padded base64."""
+    return base64.b64encode(data).decode()
+
+
+def _request_vector(key: SigningKey, spec: dict[str, Any]) -> dict[str, Any]:
+    body: bytes = spec["body"]
+    headers = create_signature_headers(
+        key,
+        keyid=TRANSPORT_KEY_ID,
+        method=spec["method"],
+        target=spec["target"],
+        destination=DESTINATION,
+        body=body,
+        created=CREATED,
+        nonce=spec["nonce"],
+        lifetime=LIFETIME,
+    )
+    params = SignatureParams.create(
+        ("@method", "@path", "@query", "content-digest", "hashfed-destination")
+        if body
+        else ("@method", "@path", "@query", "hashfed-destination"),
+        created=CREATED,
+        expires=CREATED + LIFETIME,
+        nonce=spec["nonce"],
+        keyid=TRANSPORT_KEY_ID,
+    )
+    lowered = {name.lower(): value for name, value in headers.items()}
+    base = signature_base(params, component_values(spec["method"], spec["target"], lowered))
+    return {
+        "name": spec["name"],
+        "method": spec["method"],
+        "target": spec["target"],
+        "body": body.decode("utf-8"),
+        "body_sha256_hex": hashlib.sha256(body).hexdigest(),
+        "nonce": spec["nonce"],
+        "headers": headers,
+        "signature_base": base.decode("ascii"),
+        "signature_hex": key.sign(base).hex(),
+    }
+
+
+def build_requests() -> dict[str, Any]:
+    """The requests.json document."""
+    key = seeded(TRANSPORT_SEED_STRING, SENDER)
+    return {
+        "description": "RFC 9421 signed requests as profiled by spec/auth.md (alg ed25519, "
+        "tag hashfed, RFC 9530 Content-Digest when there is a body, Hashfed-Destination). "
+        "Generated by tests/unit/kat_protocol.py; checked by tests/unit/test_spec_vectors.py, "
+        "which also verifies every request with the node's verifier at verify_at.",
+        "transport_seed": f"SHA-256({TRANSPORT_SEED_STRING!r})",
+        "transport_seed_hex": hashlib.sha256(TRANSPORT_SEED_STRING.encode()).hexdigest(),
+        "public_key": b64(key.public.raw),
+        "keyid": TRANSPORT_KEY_ID,
+        "sender": SENDER,
+        "destination": DESTINATION,
+        "created": CREATED,
+        "expires": CREATED + LIFETIME,
+        "verify_at": CREATED + 30,
+        "requests": [_request_vector(key, spec) for spec in REQUESTS],
+    }
+
+
+def _leaf(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(hashes: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.1 Merkle Tree Hash of leaf hashes."""
+    if not hashes:
+        return hashlib.sha256(b"").digest()
+    if len(hashes) == 1:
+        return hashes[0]
+    k = _split(len(hashes))
+    return _node(mth(hashes[:k]), mth(hashes[k:]))
+
+
+def path(m: int, hashes: list[bytes]) -> list[bytes]:
+    """RFC 9162 §2.1.3.1 PATH(m, D[n])."""
+    if len(hashes) <= 1:
+        return []
+    k = _split(len(hashes))
+    if m < k:
+        return [*path(m, hashes[:k]), mth(hashes[k:])]
+    return [*path(m - k, hashes[k:]), mth(hashes[:k])]
+
+
+def subproof(m: int, hashes: list[bytes], complete: bool) -> list[bytes]:
+    """RFC 9162 §2.1.4.1 SUBPROOF(m, D[n], b)."""
+    n = len(hashes)
+    if m == n:
+        return [] if complete else [mth(hashes)]
+    k = _split(n)
+    if m <= k:
+        return [*subproof(m, hashes[:k], complete), mth(hashes[k:])]
+    return [*subproof(m - k, hashes[k:], False), mth(hashes[:k])]
+
+
+def tree_entries() -> list[Submission | Retraction | Opinion]:
+    """The 13 fixed entries: 10 submissions of every signal kind, a retraction, 2 opinions."""
+    entries: list[Submission | Retraction | Opinion] = []
+    for i in range(10):
+        digest = hashlib.sha256(f"hashfed KAT content {i}".encode()).digest()
+        signal: PdqSignal | Md5Signal | Sha256Signal
+        if i % 3 == 0:
+            signal = PdqSignal(value=digest.hex(), quality=90 + i)
+        elif i % 3 == 1:
+            signal = Md5Signal(value=digest[:16].hex())
+        else:
+            signal = Sha256Signal(value=digest.hex())
+        entries.append(
+            Submission(
+                origin=MEMBER,
+                id=f"kat-sub-{i:02d}",
+                created=FIRST_CREATED + 60 * i,
+                signal=signal,
+                labels=LABELS,
+                case_ref=f"KAT-{i:04d}" if i % 2 == 0 else None,
+            )
+        )
+    return entries
+
+
+def build_proofs() -> dict[str, Any]:
+    """The proofs.json document."""
+    key = seeded(LOG_SEED_STRING, LOG_ORIGIN)
+    entries = tree_entries()
+    leaves: list[bytes] = []
+    for entry in entries:
+        leaves.append(leaf_bytes(sign_entry(entry, key)))
+    # Entries 10..12 refer to earlier ones by (index, leaf hash), so they are built in order.
+    ref = EntryRef(origin=MEMBER, index=4, leaf_hash=_leaf(leaves[4]).hex())
+    leaves.append(
+        leaf_bytes(
+            sign_entry(
+                Retraction(
+                    origin=MEMBER,
+                    id="kat-ret-00",
+                    created=FIRST_CREATED + 600,
+                    target=ref,
+                    reason="duplicate",
+                ),
+                key,
+            )
+        )
+    )
+    for j, verdict in enumerate(("true_positive", "disputed_label")):
+        target = EntryRef(origin=MEMBER, index=j, leaf_hash=_leaf(leaves[j]).hex())
+        opinion = Opinion(
+            origin=MEMBER,
+            id=f"kat-op-{j:02d}",
+            created=FIRST_CREATED + 660 + 60 * j,
+            target=target,
+            verdict=verdict,
+        )
+        leaves.append(leaf_bytes(sign_entry(opinion, key)))
+    assert len(leaves) == TREE_SIZE
+    hashes = [_leaf(leaf) for leaf in leaves]
+    sizes = sorted({*INCLUSION_SIZES, *(s for pair in CONSISTENCY_PAIRS for s in pair)})
+    checkpoints = {}
+    for size in sizes:
+        cp = Checkpoint(LOG_ORIGIN, size, mth(hashes[:size]))
+        checkpoints[str(size)] = sign_checkpoint(cp, key).serialise()
+    inclusion = [
+        {"index": m, "size": n, "proof": [b64(h) for h in path(m, hashes[:n])]}
+        for n in INCLUSION_SIZES
+        for m in range(n)
+    ]
+    consistency = [
+        {"from": m, "to": n, "proof": [b64(h) for h in subproof(m, hashes[:n], True)]}
+        for m, n in CONSISTENCY_PAIRS
+    ]
+    receipt = TlogProof(
+        RECEIPT_INDEX,
+        tuple(path(RECEIPT_INDEX, hashes)),
+        checkpoints[str(TREE_SIZE)],
+        extra=leaves[RECEIPT_INDEX],
+    ).serialise()
+    return {
+        "description": "RFC 9162 §2.1 inclusion and consistency proofs over a fixed 13-leaf "
+        "hashfed log (10 submissions, a retraction, 2 opinions, all signed by one fixed-seed "
+        "log key), with the signed checkpoint of every size used and one c2sp.org/tlog-proof "
+        "receipt (spec/log.md). Roots and proofs are computed from the RFC definitions, not "
+        "the node's tree code. Generated by tests/unit/kat_protocol.py; checked by "
+        "tests/unit/test_spec_vectors.py.",
+        "log_seed": f"SHA-256({LOG_SEED_STRING!r})",
+        "log_vkey": key.public.vkey(),
+        "member": MEMBER,
+        "log_origin": LOG_ORIGIN,
+        "leaves": [
+            {"index": i, "leaf": leaf.decode("utf-8"), "leaf_hash_hex": h.hex()}
+            for i, (leaf, h) in enumerate(zip(leaves, hashes, strict=True))
+        ],
+        "roots_hex": {str(n): mth(hashes[:n]).hex() for n in range(TREE_SIZE + 1)},
+        "checkpoints": checkpoints,
+        "inclusion": inclusion,
+        "consistency": consistency,
+        "receipt": {"index": RECEIPT_INDEX, "text": receipt},
+    }
+
+
+def build_vectors() -> dict[str, dict[str, Any]]:
+    """Both documents, keyed by file name."""
+    return {"requests.json": build_requests(), "proofs.json": build_proofs()}
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The committed file text (stable key order and indentation)."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    """Write the vectors into spec/vectors/."""
+    VECTOR_DIR.mkdir(parents=True, exist_ok=True)
+    for name, doc in build_vectors().items():
+        (VECTOR_DIR / name).write_text(render(doc), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
