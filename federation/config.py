@@ -27,7 +27,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from sqlalchemy.engine import make_url
 
 from federation.core.ids import MemberId
@@ -111,6 +119,9 @@ class KeysSection(BaseModel):
     """Private key file signing outbound peer requests (RFC 9421)."""
     transport_key_id: Annotated[str, Field(min_length=1, max_length=128)]
     """The manifest's key id for ``transport_key``."""
+    witness_key: Path | None = None
+    """Cosignature key file (type 0x04) of a ``witness`` member; its public key must be the
+    manifest's ``witness_vkey`` (spec/sync.md §9)."""
 
 
 class ManifestSection(BaseModel):
@@ -178,6 +189,36 @@ class SyncSection(BaseModel):
     """Total seconds one request to a peer may take."""
     connect_timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
     """Seconds to establish a connection to a peer."""
+    manifest_poll_interval: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    """Seconds between polls of peers' ``GET /v1/manifest`` for a newer version (§10)."""
+
+
+class AlertsSection(BaseModel):
+    """``[alerts]``: delivery of retroactive alerts to the platform's webhook (spec/sync.md §11)."""
+
+    model_config = _MODEL
+
+    webhook_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    """Where alerts are POSTed as signed JSON; absent = alerts are only listed by the node."""
+    webhook_key: Path | None = Field(default=None, validate_default=True)
+    """Private key file signing webhook requests (RFC 9421); required with ``webhook_url``."""
+    webhook_key_id: Annotated[str, Field(min_length=1, max_length=128)] = "alerts"
+    """RFC 9421 ``keyid`` the webhook receiver knows the key by."""
+    retry_base: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """Seconds before the first retry; each later retry waits twice as long."""
+    retry_max: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    """Longest wait between two attempts."""
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """Seconds one delivery attempt may take."""
+    poll_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """Seconds between scans for due alerts when nothing pokes the sender."""
+
+    @field_validator("webhook_key")
+    @classmethod
+    def _key_with_url(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None and info.data.get("webhook_url") is not None:
+            raise ValueError("webhook_url needs webhook_key (the key that signs alerts)")
+        return value
 
 
 class NodeConfig(BaseModel):
@@ -199,6 +240,8 @@ class NodeConfig(BaseModel):
     """``[limits]``."""
     sync: SyncSection = SyncSection()
     """``[sync]``."""
+    alerts: AlertsSection = AlertsSection()
+    """``[alerts]``."""
 
     @field_validator("clients")
     @classmethod
@@ -209,6 +252,14 @@ class NodeConfig(BaseModel):
                 raise ValueError(f"client key_id {client.key_id!r} appears more than once")
             seen.add(client.key_id)
         return value
+
+
+_PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "keys": ("log_key", "transport_key", "witness_key"),
+    "manifest": ("path",),
+    "alerts": ("webhook_key",),
+}
+"""Keys holding file paths, which resolve against the config file's directory."""
 
 
 def _resolve_sqlite(url: str, base: Path) -> str:
@@ -238,10 +289,10 @@ def parse_config(
     :class:`ConfigError` whose ``field`` is the dotted TOML key at fault.
     """
     raw: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-    for section in ("keys", "manifest"):
+    for section in ("keys", "manifest", "alerts"):
         if isinstance(raw.get(section), dict):
             for key, value in raw[section].items():
-                if key != "transport_key_id" and isinstance(value, str):
+                if key in _PATH_KEYS.get(section, ()) and isinstance(value, str):
                     raw[section][key] = str(base / value)
     db = raw.get("database")
     if isinstance(db, dict) and isinstance(db.get("url"), str):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import signal
 import sys
 import time
@@ -33,7 +34,7 @@ import structlog
 from aiohttp import web
 
 from federation.config import NodeConfig
-from federation.core.keys import SigningKey
+from federation.core.keys import KeyType, SigningKey
 from federation.core.manifest import (
     Member,
     Policy,
@@ -44,11 +45,14 @@ from federation.core.manifest import (
 from federation.errors import ConfigError
 from federation.keyfile import load_private_key
 from federation.log.writer import LogWriter
+from federation.matching.webhook import AlertSender, WebhookSettings
 from federation.server.app import create_app
-from federation.server.context import Matcher, NodeContext, build_resolver
+from federation.server.context import ManifestResolver, Matcher, NodeContext
 from federation.store import Store, open_store
+from federation.sync.manifest_updates import ManifestGossip, ManifestKeeper
 from federation.sync.pull import AppliedItem
 from federation.sync.service import SyncService
+from federation.sync.witness import Witness
 
 MATCH_SERVICE_MODULE = "federation.matching.service"
 log = structlog.get_logger(__name__)
@@ -124,11 +128,12 @@ async def open_context(config: NodeConfig, clock: Callable[[], float] = time.tim
     keys = NodeKeys(
         load_private_key(config.keys.log_key), load_private_key(config.keys.transport_key)
     )
-    manifest = load_manifest(config)
-    member = check_identity(config, manifest, keys)
-    resolver = build_resolver(config, manifest)
+    keeper = ManifestKeeper(load_manifest(config), clock)
+    check_identity(config, keeper.current, keys)
     store = await open_store(config.database.url)
     try:
+        await keeper.load(store)  # the newest accepted version, re-verified link by link
+        member = check_identity(config, keeper.current, keys)
         writer = LogWriter(
             store, member_id=member.id, origin=member.log_origin, key=keys.log_key, clock=clock
         )
@@ -137,34 +142,99 @@ async def open_context(config: NodeConfig, clock: Callable[[], float] = time.tim
         await store.close()
         raise
     log.info("log_opened", origin=member.log_origin, size=checkpoint.size)
-    matcher = new_matcher(manifest.manifest.policy)
+    resolver = ManifestResolver(config, keeper.current)
+    matcher = new_matcher(keeper.manifest.policy)
+    alerts = new_alert_sender(config, store, clock)
     sync = SyncService(
         store=store,
-        manifest=manifest.manifest,
+        manifest=keeper.manifest,
         self_id=member.id,
         transport_key=keys.transport_key,
         keyid=config.keys.transport_key_id,
         clock=clock,
         settings=config.sync,
-        on_applied=_indexer(matcher),
+        on_applied=_indexer(matcher, alerts),
+        origin=member.log_origin,
     )
+    gossip = (
+        ManifestGossip(
+            keeper, lambda: sync.clients, poll_interval=config.sync.manifest_poll_interval
+        )
+        if config.sync.enabled
+        else None
+    )
+    keeper.subscribe(resolver.update)
+    keeper.subscribe(lambda signed: sync.set_manifest(signed.manifest))
     return NodeContext(
         config=config,
         store=store,
         writer=writer,
-        manifest=manifest,
+        manifests=keeper,
         matcher=matcher,
         clock=clock,
         resolver=resolver,
         sync=sync,
+        witness=new_witness(config, member, store, keeper, clock),
+        gossip=gossip,
+        alerts=alerts,
     )
 
 
-def _indexer(matcher: Matcher | None) -> Callable[[list[AppliedItem]], object]:
-    """Where mirrored entries go once applied: the match index, so they match at once."""
+def new_witness(
+    config: NodeConfig,
+    member: Member,
+    store: Store,
+    keeper: ManifestKeeper,
+    clock: Callable[[], float],
+) -> Witness | None:
+    """The witness service if ``keys.witness_key`` is set; its key must be the manifest's."""
+    path = config.keys.witness_key
+    if path is None:
+        return None
+    key = load_private_key(path).with_type(KeyType.COSIGNATURE_V1)
+    if member.witness_vkey != key.public.vkey():
+        raise ConfigError(
+            f"the witness key in {path} is not the manifest's witness_vkey of {member.id!r}",
+            code="witness_key_mismatch",
+            field="keys.witness_key",
+        )
+    return Witness(store, key, lambda: keeper.manifest, clock)
 
-    def on_applied(items: list[AppliedItem]) -> object:
-        return None if matcher is None else matcher.on_entries(items)
+
+def new_alert_sender(
+    config: NodeConfig, store: Store, clock: Callable[[], float]
+) -> AlertSender | None:
+    """Webhook delivery of alerts when ``[alerts] webhook_url`` is set."""
+    section = config.alerts
+    if section.webhook_url is None or section.webhook_key is None:
+        return None
+    settings = WebhookSettings(
+        url=section.webhook_url,
+        key=load_private_key(section.webhook_key),
+        keyid=section.webhook_key_id,
+        member_id=config.node.member_id,
+        retry_base=section.retry_base,
+        retry_max=section.retry_max,
+        timeout=section.timeout,
+        poll_interval=section.poll_interval,
+    )
+    return AlertSender(store, settings, clock)
+
+
+def _indexer(
+    matcher: Matcher | None, alerts: AlertSender | None
+) -> Callable[[list[AppliedItem]], object]:
+    """Where mirrored entries go once applied: the match index, so they match at once (and
+    any alert it records goes out to the webhook right after)."""
+
+    async def on_applied(items: list[AppliedItem]) -> None:
+        if matcher is None:
+            return
+        result = matcher.on_entries(items)
+        if inspect.isawaitable(result):
+            await result
+        if alerts is not None:
+            alerts.poke()
 
     return on_applied
 
@@ -185,7 +255,15 @@ def _lifecycle(ctx: NodeContext) -> Callable[[web.Application], AsyncIterator[No
             task = asyncio.create_task(_load_index(ctx.matcher, ctx.store), name="index-load")
         if ctx.sync is not None:
             await ctx.sync.start()
+        if ctx.gossip is not None:
+            ctx.gossip.start()
+        if ctx.alerts is not None:
+            ctx.alerts.start()
         yield
+        if ctx.alerts is not None:
+            await ctx.alerts.close()
+        if ctx.gossip is not None:
+            await ctx.gossip.close()
         if ctx.sync is not None:
             await ctx.sync.close()
             log.info("replication_stopped")

@@ -33,10 +33,12 @@ from federation.server.auth import auth_middleware
 from federation.server.context import NODE, NodeContext
 from federation.server.errors import error_middleware
 from federation.server.metrics import metrics_middleware
+from federation.server.routes import admin as admin_routes
 from federation.server.routes import log as log_routes
 from federation.server.routes import ops as ops_routes
 from federation.server.routes import submit as submit_routes
 from federation.server.routes import sync as sync_routes
+from federation.server.routes import witness as witness_routes
 
 MATCH_ROUTES_MODULE = "federation.server.routes.match"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/manifest"})
@@ -105,5 +107,7 @@ def create_app(ctx: NodeContext) -> web.Application:
     log_routes.add_routes(app)
     submit_routes.add_routes(app)
     sync_routes.add_routes(app)
+    witness_routes.add_routes(app)
+    admin_routes.add_routes(app)
     _add_match_routes(app)
     return app

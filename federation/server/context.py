@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -28,10 +28,16 @@ from federation.server.auth import (
     NonceCache,
     PeerKey,
     PeerKeyRegistry,
+    Principal,
 )
 from federation.server.metrics import Metrics
 from federation.store import Store
+from federation.sync.manifest_updates import ManifestGossip, ManifestKeeper
 from federation.sync.service import SyncService
+
+if TYPE_CHECKING:
+    from federation.matching.webhook import AlertSender
+    from federation.sync.witness import Witness
 
 MatchItem = tuple[str, int, SignedEntry]
 """(log origin, index, signed entry) of one entry that became part of a log held here."""
@@ -68,8 +74,8 @@ class NodeContext:
     config: NodeConfig
     store: Store
     writer: LogWriter
-    manifest: SignedManifest
-    """The verified manifest in force."""
+    manifests: ManifestKeeper
+    """Holds the verified manifest in force; it changes when a newer version is accepted."""
     matcher: Matcher | None
     """The match service; None when the node runs without one (then it is ready at once)."""
     clock: Callable[[], float]
@@ -80,18 +86,45 @@ class NodeContext:
     """Replication (peer clients, replicator, doorbell); None when the node runs without it."""
     metrics: Metrics = field(default_factory=Metrics)
     nonces: NonceCache = field(default_factory=NonceCache)
+    witness: Witness | None = None
+    """The witness service, when this member is a witness with a ``keys.witness_key``."""
+    gossip: ManifestGossip | None = None
+    """Manifest polling and pushing to peers; None without replication."""
+    alerts: AlertSender | None = None
+    """Webhook delivery of retroactive alerts; None without ``[alerts] webhook_url``."""
+
+    @property
+    def manifest(self) -> SignedManifest:
+        """The verified manifest in force."""
+        return self.manifests.current
 
     @property
     def member(self) -> Member:
-        """This node's member entry in the manifest."""
+        """This node's member entry in the manifest in force."""
         member = self.manifest.manifest.member(self.config.node.member_id)
-        if member is None:  # checked at start-up; the manifest is immutable afterwards
+        if member is None:  # an accepted update may drop us; routes then refuse
             raise ConfigError(f"member {self.config.node.member_id!r} is not in the manifest")
         return member
 
 
 NODE: web.AppKey[NodeContext] = web.AppKey("node", NodeContext)
 """Where ``create_app`` stores the context on the application."""
+
+
+class ManifestResolver:
+    """The key resolver of the manifest in force: rebuilt whenever a new version is accepted,
+    so suspensions and new transport keys apply to the next request."""
+
+    def __init__(self, config: NodeConfig, manifest: SignedManifest) -> None:
+        self._config = config
+        self._inner = build_resolver(config, manifest)
+
+    def update(self, manifest: SignedManifest) -> None:
+        """Resolve against ``manifest`` from now on."""
+        self._inner = build_resolver(self._config, manifest)
+
+    def resolve(self, keyid: str, at: int) -> Principal | None:
+        return self._inner.resolve(keyid, at)
 
 
 def build_resolver(config: NodeConfig, manifest: SignedManifest) -> ChainResolver:

@@ -196,6 +196,20 @@ class PeerClient:
             "POST", "/v1/notify", json_body={"origin": origin, "checkpoint": note}, cap=64 * 1024
         )
 
+    # Generic calls for the smaller protocols (manifest gossip): same signing, caps, errors.
+
+    async def get_raw(self, path: str) -> bytes:
+        """Signed GET of ``path`` on the peer; the body (capped), errors as PeerError."""
+        return await self._request("GET", path)
+
+    async def get_json(self, path: str, query: dict[str, int] | None = None) -> dict[str, Any]:
+        """Signed GET of a JSON object route of the peer (shape checked by the caller)."""
+        return await self._json(path, query or {})
+
+    async def post_json(self, path: str, body: object) -> bytes:
+        """Signed POST of ``body`` as JSON to ``path`` on the peer; the answer body."""
+        return await self._request("POST", path, json_body=body)
+
 
 def _b64(text: str, peer: str) -> bytes:
     try:

@@ -35,6 +35,10 @@ class Doorbell:
         self.failed = 0
         """Notifies that failed (logged, not retried: the peer's poll catches up)."""
 
+    def add_peer(self, peer_id: str, client: PeerClient) -> None:
+        """Ring ``peer_id`` too from now on (a manifest update added it)."""
+        self._clients[peer_id] = client
+
     def ring(self, origin: str, note: str) -> None:
         """Tell every peer that ``origin``'s log has checkpoint ``note`` (returns at once)."""
         if self._closed:

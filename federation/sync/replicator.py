@@ -29,6 +29,7 @@ from federation.core.manifest import Manifest, Member
 from federation.core.note import SignedNote
 from federation.core.replication import (
     CHECKPOINT_ROLLBACK,
+    WITNESS_QUORUM_NOT_MET,
     InconsistentCheckpoint,
     TrustedState,
     describe,
@@ -144,6 +145,11 @@ class Replicator:
             async with self.store.transaction() as conn:
                 await h.save_peer_health(conn, ph)
 
+    def add_peer(self, peer_id: str, client: PeerClient) -> None:
+        """Use ``peer_id`` as a source from now on (a manifest update added it)."""
+        self.peers[peer_id] = client
+        self._peer_health.setdefault(peer_id, h.PeerHealth(peer_id))
+
     # --- pulling ----------------------------------------------------------------------------
 
     def _member(self, member_id: str) -> Member:
@@ -189,6 +195,14 @@ class Replicator:
                 except ConflictError as exc:  # another applier moved the log: retry later
                     oh.last_error, oh.last_error_at = describe(exc), now
                     return total
+                except VerificationError as exc:
+                    if exc.code != WITNESS_QUORUM_NOT_MET:
+                        await self._fail(origin, source, exc, now)
+                        continue
+                    # Not yet cosigned is the normal state just after an append, not the
+                    # source's fault: no backoff; the cosigned note's doorbell or poll retries.
+                    oh.last_error, oh.last_error_at = f"{source}: {describe(exc)}", now
+                    continue
                 except FederationError as exc:
                     await self._fail(origin, source, exc, now)
                     continue

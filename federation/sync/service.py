@@ -20,9 +20,10 @@ import structlog
 from federation.config import SyncSection
 from federation.core.keys import SigningKey
 from federation.core.manifest import Manifest
-from federation.log import mirror
+from federation.log import mirror, reader
 from federation.store import Store
 from federation.sync.client import PeerClient
+from federation.sync.cosign import Cosigner
 from federation.sync.doorbell import Doorbell
 from federation.sync.notify import handle_notify
 from federation.sync.pull import AppliedItem
@@ -47,6 +48,7 @@ class SyncService:
         clock: Callable[[], float],
         settings: SyncSection,
         on_applied: Callable[[list[AppliedItem]], object],
+        origin: str | None = None,
     ) -> None:
         timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout,
@@ -74,6 +76,23 @@ class SyncService:
         self.doorbell = Doorbell(self.clients)
         self._store = store
         self._task: asyncio.Task[None] | None = None
+        self._key, self._keyid, self._clock, self._timeout = transport_key, keyid, clock, timeout
+        self.origin = origin
+        self.cosigner = (
+            None
+            if origin is None
+            else Cosigner(
+                store=store,
+                manifest=lambda: self.replicator.manifest,
+                self_id=self_id,
+                origin=origin,
+                transport_key=transport_key,
+                keyid=keyid,
+                clock=clock,
+                timeout=timeout,
+                on_cosigned=self._ring,
+            )
+        )
 
     async def start(self) -> None:
         """Load stored sync state and start pulling in the background (if enabled)."""
@@ -81,6 +100,10 @@ class SyncService:
         if self.enabled:
             self._task = asyncio.create_task(self.replicator.run(), name="replicator")
             log.info("replication_started", peers=sorted(self.clients))
+            if self.cosigner is not None and self.origin is not None and self.cosigner.wanted():
+                async with self._store.read() as conn:
+                    state = await reader.log_state(conn, self.origin)
+                self.cosigner.submit(state.note)  # a restart may have cut gathering short
 
     async def close(self) -> None:
         """Stop pulling (pulls in flight get :data:`STOP_GRACE`), stop ringing, close clients."""
@@ -94,13 +117,47 @@ class SyncService:
                     await self._task
             self._task = None
         await self.doorbell.close()
+        if self.cosigner is not None:
+            await self.cosigner.close()
         for client in self.clients.values():
             await client.close()
 
     def own_appended(self, note: str) -> None:
-        """Our own log has the new checkpoint ``note``: ring every peer (fire and forget)."""
+        """Our own log has the new checkpoint ``note``: have it witnessed and ring every peer
+        (fire and forget).  When policy needs cosignatures, peers are rung only with the
+        cosigned note: the bare one could not be applied anyway."""
+        if not self.enabled:
+            return
+        if self.cosigner is not None and self.cosigner.wanted():
+            self.cosigner.submit(note)
+            if self.replicator.manifest.policy.witness_quorum > 0:
+                return
+        self.doorbell.ring(self.self_id, note)
+
+    def _ring(self, note: str) -> None:
         if self.enabled:
             self.doorbell.ring(self.self_id, note)
+
+    def unfrozen(self, member_id: str) -> None:
+        """An operator lifted the freeze on ``member_id``'s log: pull it again at once."""
+        self.replicator.poke(member_id)
+
+    def set_manifest(self, manifest: Manifest) -> None:
+        """A new manifest is in force: verify against it and talk to members it adds.
+
+        Existing peer clients are kept (an endpoint change takes a restart); a member the new
+        version suspends stays a peer, but its new entries fail verification (spec §3 step 6).
+        """
+        self.replicator.manifest = manifest
+        for member in manifest.members:
+            if member.id == self.self_id or member.id in self.clients:
+                continue
+            client = PeerClient(
+                member, key=self._key, keyid=self._keyid, clock=self._clock, timeout=self._timeout
+            )
+            self.clients[member.id] = client
+            self.doorbell.add_peer(member.id, client)
+            self.replicator.add_peer(member.id, client)
 
     async def notify(self, sender: str, body: bytes) -> dict[str, Any]:
         """Handle a doorbell from authenticated peer ``sender`` (the JSON of the 202)."""
