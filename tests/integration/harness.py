@@ -74,6 +74,8 @@ class MemberSpec:
     transport_key: SigningKey
     config: Path
     clients: dict[str, ClientSpec] = field(default_factory=dict)
+    witness_key: SigningKey | None = None
+    """The cosignature key of a ``witness`` member (saved as keys/witness.key)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class Federation:
     root: Path
     manifest: Path
     members: dict[str, MemberSpec]
+    steward: SigningKey | None = None
+    """The one steward key that signed the manifest (for manifest update tests)."""
 
 
 def _toml_str(value: str) -> str:
@@ -129,6 +133,8 @@ def make_federation(
     poll_interval: float = 0.2,
     chunk_size: int | None = None,
     endpoints: dict[str, str] | None = None,
+    witness_quorum: int = 0,
+    extra_config: dict[str, list[str]] | None = None,
 ) -> Federation:
     """Write keys, a signed manifest and one node.toml per member under ``root``.
 
@@ -156,11 +162,14 @@ def make_federation(
             for name, roles in (("cli", ("submit", "match", "admin")), ("reader", ("match",)))
         }
         member_roles = (roles or {}).get(member_id, ("consumer", "submitter"))
-        witness = (
-            SigningKey.generate(f"{member_id}.example", KeyType.COSIGNATURE_V1).public.vkey()
+        witness_key = (
+            SigningKey.generate(f"{member_id}.example", KeyType.COSIGNATURE_V1)
             if "witness" in member_roles
             else None
         )
+        witness = None if witness_key is None else witness_key.public.vkey()
+        if witness_key is not None:
+            save_private_key(keydir / "witness.key", witness_key)
         members.append(
             Member(
                 id=member_id,
@@ -197,6 +206,7 @@ def make_federation(
             'log_key = "keys/log.key"',
             'transport_key = "keys/transport.key"',
             f"transport_key_id = {_toml_str(member_id + '-t1')}",
+            *(['witness_key = "keys/witness.key"'] if witness_key is not None else []),
             "[manifest]",
             f"path = {_toml_str(str(root / 'manifest.json'))}",
             "[limits]",
@@ -210,6 +220,7 @@ def make_federation(
         ]
         if chunk_size is not None:
             lines.append(f"chunk_size = {chunk_size}")
+        lines += (extra_config or {}).get(member_id, [])
         for c in clients.values():
             public = base64.b64encode(c.key.public.raw).decode()
             lines += [
@@ -219,19 +230,21 @@ def make_federation(
                 f"roles = {json.dumps(list(c.roles))}",
             ]
         config.write_text("\n".join(lines) + "\n")
-        specs[member_id] = MemberSpec(member_id, origin, log_key, transport, config, clients)
+        specs[member_id] = MemberSpec(
+            member_id, origin, log_key, transport, config, clients, witness_key
+        )
     manifest = Manifest(
         federation="testfed",
         version=1,
         issued_at=now - 60,
         members=tuple(members),
-        policy=Policy(min_pdq_quality=min_pdq_quality),
+        policy=Policy(min_pdq_quality=min_pdq_quality, witness_quorum=witness_quorum),
         stewards=(steward.public.vkey(),),
         steward_quorum=1,
     )
     path = root / "manifest.json"
     path.write_text(json.dumps(signed_manifest_json(sign_manifest(manifest, [steward]))))
-    return Federation(root, path, specs)
+    return Federation(root, path, specs, steward)
 
 
 class Node:
