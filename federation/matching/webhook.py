@@ -96,8 +96,6 @@ class AlertSender:
 
     def start(self) -> None:
         """Start delivering in the background."""
-        timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
-        self._session = aiohttp.ClientSession(timeout=timeout)
         self._task = asyncio.create_task(self._run(), name="alert-webhook")
 
     def poke(self) -> None:
@@ -184,8 +182,9 @@ class AlertSender:
             await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
 
     async def _post(self, body: dict[str, Any]) -> bool:
-        assert self._session is not None
         s = self._settings
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.timeout))
         signed = SignedSession(
             self._session, key=s.key, keyid=s.keyid, destination=s.member_id, clock=self._clock
         )
