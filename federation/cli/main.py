@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "retract": "federation.cli.retract_cmd",
     "opinion": "federation.cli.opinion_cmd",
     "status": "federation.cli.status_cmd",
+    "admin": "federation.cli.admin_cmd",
     "demo": "federation.cli.demo_cmd",
 }
 
