@@ -2,7 +2,7 @@
 
 ``hashfed admin unfreeze ORIGIN`` lifts the split-view freeze of a mirrored log (the member id
 of its origin) once the operator has dealt with the cause; the evidence stays on record and the
-node pulls the log at once (``POST /v1/admin/unfreeze``, spec/sync.md §5.1).
+node pulls the log at once (``POST /v1/admin/unfreeze``, spec/sync.md §12).
 
 ``hashfed admin push-manifest FILE`` offers a newer signed manifest to the node
 (``POST /v1/manifest``).  The node accepts it only if a quorum of the stewards of the version

@@ -1,4 +1,4 @@
-"""Administration routes: manifest updates and lifting a freeze (spec/sync.md §10, §5.1).
+"""Administration routes: manifest updates and lifting a freeze (spec/sync.md §10, §12).
 
 ``POST /v1/manifest`` offers a newer signed manifest.  An admin client of this node posts one
 the stewards signed; peers pass on versions they accepted.  Either way it comes into force only
