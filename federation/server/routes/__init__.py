@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from federation.core.canonical import parse_json
-from federation.errors import InputError
+from federation.errors import FederationError, InputError
 from federation.server.auth import PRINCIPAL_KEY, Principal
 from federation.server.errors import UnsupportedMediaTypeError
 
@@ -31,7 +31,22 @@ async def read_json(request: web.Request) -> object:
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise UnsupportedMediaTypeError("JSON bodies must be UTF-8", field="Content-Type")
-    return parse_json(await request.read())
+    return parse_body(await request.read())
+
+
+def parse_body(data: bytes) -> object:
+    """:func:`parse_json`, with the two ways the stdlib parser fails on hostile input turned
+    into 400 ``invalid_json`` instead of a 500: nesting deeper than the interpreter's recursion
+    limit (a 64 KiB body holds 32k brackets) and integers longer than
+    ``sys.get_int_max_str_digits()`` (4300 digits by default)."""
+    try:
+        return parse_json(data)
+    except FederationError:
+        raise
+    except RecursionError:
+        raise InputError("JSON is nested too deeply", code="invalid_json") from None
+    except ValueError:
+        raise InputError("a JSON number has too many digits", code="invalid_json") from None
 
 
 def query_int(

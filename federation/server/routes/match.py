@@ -30,6 +30,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationError,
+    field_validator,
 )
 
 from federation.core.signals import PDQ_MAX_DISTANCE, Md5Signal, PdqHex, Sha256Signal
@@ -49,6 +50,15 @@ _MODEL = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 M = TypeVar("M", bound=BaseModel)
 
 
+def _absent_not_null(value: object) -> object:
+    """Refuse an explicit ``null`` for an optional field: the spec allows the field to be
+    absent (meaning the default), never null, and one spelling of "default" keeps clients and
+    the spec honest."""
+    if value is None:
+        raise ValueError("must be an integer; omit the field for the default")
+    return value
+
+
 class PdqQuery(BaseModel):
     """A PDQ hash to look up; ``quality`` may be sent (as ``hashfed hash`` prints it) and is
     ignored."""
@@ -61,6 +71,8 @@ class PdqQuery(BaseModel):
     """256-bit PDQ hash, 64 hex characters."""
     quality: Annotated[int, Field(ge=0, le=100)] | None = None
     """Optional PDQ quality of the query image (not used)."""
+
+    _quality_not_null = field_validator("quality", mode="before")(_absent_not_null)
 
 
 QuerySignal = Annotated[PdqQuery | Md5Signal | Sha256Signal, Field(discriminator="kind")]
@@ -77,6 +89,8 @@ class MatchRequest(BaseModel):
     """PDQ radius for this request (default: the policy's ``pdq_threshold``)."""
     dihedral: StrictBool = False
     """Also try the 8 rotations/flips of every PDQ query."""
+
+    _max_distance_not_null = field_validator("max_distance", mode="before")(_absent_not_null)
 
 
 class LocalItem(BaseModel):

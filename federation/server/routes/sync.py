@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from federation.errors import ForbiddenError
+from federation.errors import ForbiddenError, InputError
 from federation.server.context import NODE
 from federation.server.errors import NotReadyError
-from federation.server.routes import caller, query_int
+from federation.server.routes import caller, parse_body, query_int
 from federation.sync.service import SyncService
 
 MAX_EVIDENCE = 1000
@@ -43,7 +43,15 @@ async def post_notify(request: web.Request) -> web.Response:
         raise ForbiddenError("only federation peers may ring the doorbell", code="not_a_peer")
     if principal.suspended:
         raise ForbiddenError(f"member {principal.member_id} is suspended", code="member_suspended")
-    answer = await _service(request).notify(principal.member_id, await request.read())
+    service = _service(request)
+    body = await request.read()
+    try:
+        parse_body(body)  # JSON too deep or with too long a number: 400 here, not a 500 later
+    except InputError as exc:
+        raise InputError(
+            f"notify body is not JSON: {exc.message}", code="invalid_notify", field="$"
+        ) from None
+    answer = await service.notify(principal.member_id, body)
     return web.json_response(answer, status=202)
 
 
