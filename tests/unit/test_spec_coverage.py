@@ -53,7 +53,7 @@ one outside the process can ever see it.
 
 PENDING_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
-        # Specified in spec/protocol.md while their code lands (spec/sync.md §5.1, §9, §10);
+        # Specified in spec/protocol.md while their code lands (spec/sync.md §9, §10, §12);
         # the rows are tolerated only while neither the app nor spec/openapi.yaml has them.
         ("post", "/v1/witness/add-checkpoint"),
         ("post", "/v1/manifest"),
