@@ -464,7 +464,28 @@ def accept_update(previous: SignedManifest, new: SignedManifest) -> None:
             "manifest is issued before the version it replaces",
             code="manifest_issued_before_previous",
         )
+    _check_log_identities(old, cur)
     verify_manifest(new, trusted=old)
+
+
+def _check_log_identities(old: Manifest, cur: Manifest) -> None:
+    """A member's log origin and log key are fixed for the life of its log.
+
+    Every verifier checks a log's whole history against one ``log_vkey``: changing it (or the
+    origin line the checkpoints carry) would make every earlier entry fail verification, or
+    let whoever controls the new key rewrite the member's history.  A member whose log key is
+    compromised is suspended, and a new member id with a new log is admitted instead.
+    """
+    for member in cur.members:
+        before = old.member(member.id)
+        if before is None:
+            continue
+        if (member.log_origin, member.log_vkey) != (before.log_origin, before.log_vkey):
+            raise VerificationError(
+                f"manifest changes the log origin or log key of existing member {member.id!r};"
+                " a log's identity is fixed (suspend the member and admit a new one instead)",
+                code="manifest_log_identity_changed",
+            )
 
 
 def parse_signed_manifest(data: bytes) -> SignedManifest:

@@ -512,6 +512,35 @@ def _dup(signed: SignedManifest) -> SignedManifest:
             lambda: sign_manifest(next_version(issued_at=1_699_999_999), STEWARDS[:3]),
             "manifest_issued_before_previous",
         ),
+        (
+            lambda: sign_manifest(
+                next_version(
+                    members=[
+                        member_nca(
+                            log_vkey=seeded("nca rotated", "nca.example/hashfed").public.vkey()
+                        ),
+                        member_audit(),
+                    ]
+                ),
+                STEWARDS[:3],
+            ),
+            "manifest_log_identity_changed",
+        ),
+        (
+            lambda: sign_manifest(
+                next_version(
+                    members=[
+                        member_nca(
+                            log_origin="nca.example/other",
+                            log_vkey=seeded("nca other", "nca.example/other").public.vkey(),
+                        ),
+                        member_audit(),
+                    ]
+                ),
+                STEWARDS[:3],
+            ),
+            "manifest_log_identity_changed",
+        ),
     ],
 )
 def test_update_rule_rejections(build: Any, code: str) -> None:
