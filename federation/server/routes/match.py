@@ -46,6 +46,8 @@ ADMIN_ROLE = "admin"
 MAX_SIGNALS = 1000
 MAX_LOCAL_ITEMS = 1000
 MAX_ALERTS_PAGE = 1000
+MAX_ALERT_ID = 2**31 - 1
+"""Alert ids are a 32-bit integer column; a larger ``after`` overflowed PostgreSQL (a 500)."""
 _MODEL = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 M = TypeVar("M", bound=BaseModel)
 
@@ -98,8 +100,14 @@ class LocalItem(BaseModel):
 
     model_config = _MODEL
 
-    ref: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
-    """The platform's own opaque id of the content (returned in alerts)."""
+    ref: Annotated[
+        str,
+        StringConstraints(
+            strict=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"
+        ),
+    ]
+    """The platform's own opaque id of the content (returned in alerts); no control characters
+    (PostgreSQL text cannot hold NUL, which made it a 500 there)."""
     signal: QuerySignal
     """Its hash."""
 
@@ -206,7 +214,7 @@ async def get_alerts(request: web.Request) -> web.Response:
     """``GET /v1/alerts?after=&limit=``: alerts recorded for local content, oldest first."""
     _require_local_role(request)
     service = _service(request)
-    after = query_int(request, "after", default=0)
+    after = query_int(request, "after", maximum=MAX_ALERT_ID, default=0)
     limit = query_int(request, "limit", minimum=1, maximum=MAX_ALERTS_PAGE, default=100)
     alerts = await service.alerts(after, limit)
     return web.json_response({"alerts": alerts, "next": alerts[-1]["id"] if alerts else after})

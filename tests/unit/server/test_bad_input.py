@@ -168,3 +168,18 @@ def test_parse_body_turns_parser_crashes_into_invalid_json() -> None:
             parse_body(data)
         assert caught.value.code == "invalid_json"
     assert parse_body(b'{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+
+
+async def test_values_postgresql_cannot_hold_are_refused_on_every_backend(
+    server: TestServer, signed: SignedSession
+) -> None:
+    # NUL in text and ids past 32 bits were 500s on PostgreSQL only (SQLite stored them)
+    body = b'{"items": [{"ref": "a\\u0000b", "signal": {"kind": "md5", "value": "%s"}}]}'
+    status, error = await send(server, signed, "/v1/local-content", body % (b"0" * 32))
+    assert (status, error["code"], error.get("field")) == (400, "invalid_input", "items.0.ref")
+    async with signed.request("GET", str(server.make_url("/v1/alerts?after=2147483648"))) as r:
+        error = (await r.json())["error"]
+        assert (r.status, error["code"], error["field"]) == (400, "invalid_query", "after")
+    async with signed.request("GET", str(server.make_url("/v1/alerts?after=2147483647"))) as r:
+        assert r.status == 200
+        assert (await r.json())["alerts"] == []
