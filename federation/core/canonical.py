@@ -114,19 +114,30 @@ def _plain(value: object) -> bool:
     For such values ``json.dumps(sort_keys=True, ensure_ascii=False)`` is byte-identical to
     JCS: below U+D800 code point order equals UTF-16 code unit order, and the stdlib escapes
     exactly the characters JCS escapes (``"``, ``\\``, controls; ``\\u00xx`` in lowercase).
+
+    Every signature and leaf goes through here, so the common cases (str values, ASCII keys)
+    are decided inline before any recursion.
     """
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int and isinstance(value, int):
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
-    if kind is dict and isinstance(value, dict):
-        for key, item in value.items():
-            if type(key) is not str or (key and max(key) >= "\ud800") or not _plain(item):
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                continue
+            if item_kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    return False
+            elif not _plain(item):
                 return False
         return True
-    if (kind is list or kind is tuple) and isinstance(value, list | tuple):
-        return all(_plain(item) for item in value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    if kind is list or kind is tuple:
+        return all(_plain(item) for item in value)  # type: ignore[attr-defined]
     return False
 
 

@@ -148,12 +148,8 @@ def _split(width: int) -> int:
     return 1 << ((width - 1).bit_length() - 1)
 
 
-def inclusion_proof(index: int, n: int, read: HashReader) -> list[bytes]:
-    """PATH(index, D[n]) of RFC 9162 §2.1.3.1 from stored hashes, leaf's sibling first.
-
-    Walks the RFC recursion top-down as a loop.  At most one element (a right sibling on the
-    tree's right edge) is an incomplete subtree, so at most ~2·log2(n) hashes are read.
-    """
+def _path_ranges(index: int, n: int) -> list[tuple[int, int]]:
+    """The ranges whose MTHs make PATH(index, D[n]), leaf's sibling first."""
     if not 0 <= index < n:
         raise InputError(f"leaf index {index} is not in a tree of {n} leaves", field="index")
     ranges = []
@@ -167,7 +163,31 @@ def inclusion_proof(index: int, n: int, read: HashReader) -> list[bytes]:
             ranges.append((lo, k))
             lo = k
     ranges.reverse()
-    return _range_hashes(ranges, read)
+    return ranges
+
+
+def inclusion_proof(index: int, n: int, read: HashReader) -> list[bytes]:
+    """PATH(index, D[n]) of RFC 9162 §2.1.3.1 from stored hashes, leaf's sibling first.
+
+    Walks the RFC recursion top-down as a loop.  At most one element (a right sibling on the
+    tree's right edge) is an incomplete subtree, so at most ~2·log2(n) hashes are read.
+    """
+    return _range_hashes(_path_ranges(index, n), read)
+
+
+def inclusion_proofs(indexes: Sequence[int], n: int, read: HashReader) -> list[list[bytes]]:
+    """:func:`inclusion_proof` of each of ``indexes`` in the tree of ``n``, in ONE read.
+
+    The proofs of a batch of neighbouring leaves (a receipt per appended entry) share most of
+    their upper elements, so each distinct range is tiled, read and folded once.
+    """
+    paths = [_path_ranges(index, n) for index in indexes]
+    slot: dict[tuple[int, int], int] = {}
+    for ranges in paths:
+        for r in ranges:
+            slot.setdefault(r, len(slot))
+    hashes = _range_hashes(list(slot), read) if slot else []
+    return [[hashes[slot[r]] for r in ranges] for ranges in paths]
 
 
 def consistency_proof(m: int, n: int, read: HashReader) -> list[bytes]:

@@ -205,11 +205,11 @@ async def _store_leaves(
             entries.insert(),
             [entry_row(origin, v.index, v.signed, v.leaf, v.leaf_hash) for v in batch.leaves],
         )
-    n, root = await tree.append_leaf_hashes(conn, origin, size, [v.leaf_hash for v in batch.leaves])
-    if n != batch.end or root != batch.root:
+    grown = await tree.append_leaf_hashes(conn, origin, size, [v.leaf_hash for v in batch.leaves])
+    if grown.size != batch.end or grown.root != batch.root:
         # Unreachable after verify_batch unless storage disagrees with the trusted frontier.
         raise StorageError(
-            f"applying {origin} gave size {n} with another root than verified",
+            f"applying {origin} gave size {grown.size} with another root than verified",
             code="log_state_inconsistent",
         )
 

@@ -4,7 +4,7 @@ fetch — checkpoints, entry pages and proofs — always against a size we have 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -116,9 +116,16 @@ async def inclusion_proof(conn: AsyncConnection, origin: str, index: int, size: 
 
 
 async def inclusion_proofs(
-    conn: AsyncConnection, origin: str, indexes: Sequence[int], size: int
+    conn: AsyncConnection,
+    origin: str,
+    indexes: Sequence[int],
+    size: int,
+    known: Mapping[int, bytes] | None = None,
 ) -> list[list[bytes]]:
-    """Proofs for several leaves of the tree of ``size`` (receipts for a batch), one read."""
+    """Proofs for several leaves of the tree of ``size`` (receipts for a batch), one read.
+
+    ``known``: stored hashes the caller already holds (an append's), read from nowhere else.
+    """
     state = await log_state(conn, origin)
     if not 0 < size <= state.size:
         raise InputError(
@@ -129,7 +136,7 @@ async def inclusion_proofs(
     for index in indexes:
         if not 0 <= index < size:
             raise InputError(f"index must be 0..{size - 1}", code="invalid_range", field="index")
-    return await tree.inclusion_proofs(conn, origin, indexes, size)
+    return await tree.inclusion_proofs(conn, origin, indexes, size, known)
 
 
 async def consistency_proof(

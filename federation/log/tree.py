@@ -10,7 +10,7 @@ but not yet visible to a fresh read are supplied through ``overlay``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +22,10 @@ from federation.store.schema import tree_hashes
 
 T = TypeVar("T")
 _PLACEHOLDER = b"\x00" * 32
+
+
+class _NotHeld(Exception):
+    """A position the caller's overlay does not hold (internal to :func:`run_with_hashes`)."""
 
 
 async def fetch_hashes(
@@ -48,6 +52,21 @@ async def run_with_hashes(
     overlay: Mapping[int, bytes] | None = None,
 ) -> T:
     """Run a pure tree function against the stored hashes of ``origin`` (see module doc)."""
+    if overlay:
+        # Often (receipts of a fresh append, the root after one) the caller holds every hash:
+        # then one pass from memory, instead of a recording pass and a real one.
+        held = overlay
+
+        def from_overlay(positions: Sequence[int], /) -> Sequence[bytes]:
+            try:
+                return [held[p] for p in positions]
+            except KeyError:
+                raise _NotHeld from None
+
+        try:
+            return compute(from_overlay)
+        except _NotHeld:
+            pass
     needed: list[int] = []
 
     def record(positions: Sequence[int], /) -> Sequence[bytes]:
@@ -84,27 +103,25 @@ async def inclusion_proof(conn: AsyncConnection, origin: str, index: int, size: 
 
 
 async def inclusion_proofs(
-    conn: AsyncConnection, origin: str, indexes: Sequence[int], size: int
+    conn: AsyncConnection,
+    origin: str,
+    indexes: Sequence[int],
+    size: int,
+    known: Mapping[int, bytes] | None = None,
 ) -> list[list[bytes]]:
-    """Inclusion proofs of several leaves in the tree of ``size``, with ONE database read.
+    """Inclusion proofs of several leaves in the tree of ``size``, with at most ONE read.
 
     A batch append answers with a receipt per entry; fetching each proof's hashes separately
-    made receipts cost more than the append itself.
+    made receipts cost more than the append itself.  ``known`` are stored hashes the caller
+    already holds (the writer's frontier and the hashes it just wrote, which are every hash
+    the proofs of a fresh batch need), so a fresh batch's receipts read nothing.
     """
     return await run_with_hashes(
         conn,
         origin,
-        lambda read: _proofs_from_one_read(read, indexes, size),
+        lambda read: tlog.inclusion_proofs(indexes, size, read),
+        known,
     )
-
-
-def _proofs_from_one_read(read: HashReader, indexes: Sequence[int], size: int) -> list[list[bytes]]:
-    """Run every proof against one combined batch of positions.
-
-    Each ``tlog.inclusion_proof`` call asks for its own batch; the first pass records them all,
-    this pass serves them all from the one lookup ``read`` was built on.
-    """
-    return [tlog.inclusion_proof(index, size, read) for index in indexes]
 
 
 async def consistency_proof(
@@ -116,13 +133,23 @@ async def consistency_proof(
     )
 
 
+class TreeAppend(NamedTuple):
+    """What :func:`append_leaf_hashes` did: the new size and root, and the hashes it knows."""
+
+    size: int
+    root: bytes
+    known: Mapping[int, bytes]
+    """The old tree's frontier (read) and every hash written: all the inclusion proofs of the
+    appended leaves in the new tree need, so receipts can be built without another read."""
+
+
 async def append_leaf_hashes(
     conn: AsyncConnection, origin: str, size: int, leaf_hashes: Sequence[bytes]
-) -> tuple[int, bytes]:
+) -> TreeAppend:
     """Store the tree hashes for appending ``leaf_hashes`` to a tree of ``size`` leaves.
 
-    Returns the new size and root.  Reads at most O(log n) stored hashes per leaf, in batches,
-    and writes every new hash in one multi-row INSERT; the caller owns the transaction.
+    Reads the O(log n) frontier once and writes every new hash in one multi-row INSERT; the
+    caller owns the transaction.
     """
     # The hashes any append can need are the perfect subtrees tiling [0, size): exactly what
     # the root of the current tree reads.  Fetch them once, then the loop runs from memory.
@@ -134,17 +161,24 @@ async def append_leaf_hashes(
 
     tlog.tree_root(size, record)
     known = await fetch_hashes(conn, origin, frontier)
+    missing = [p for p in frontier if p not in known]
+    if missing:
+        raise StorageError(
+            f"tree hash {missing[0]} of {origin} is missing from storage",
+            code="tree_hash_missing",
+        )
     written: dict[int, bytes] = {}
     n = size
     for leaf in leaf_hashes:
         pairs = tlog.hashes_to_store(n, leaf, lambda ps: [written.get(p) or known[p] for p in ps])
         written.update(pairs)
         n += 1
-    overlay = written
-    if overlay:
+    if written:
         await conn.execute(
             tree_hashes.insert(),
-            [{"origin": origin, "position": p, "hash": h} for p, h in sorted(overlay.items())],
+            [{"origin": origin, "position": p, "hash": h} for p, h in sorted(written.items())],
         )
-    root = await run_with_hashes(conn, origin, lambda read: tlog.tree_root(n, read), overlay)
-    return n, root
+    known.update(written)
+    # The new root folds the new frontier, which lies in the old frontier and what we wrote.
+    root = await run_with_hashes(conn, origin, lambda read: tlog.tree_root(n, read), known)
+    return TreeAppend(n, root, known)

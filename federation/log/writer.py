@@ -13,8 +13,8 @@ cross-process guard (an INSERT of an index that exists fails the transaction).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,10 +25,9 @@ from federation.core.entries import (
     Retraction,
     SignedEntry,
     Submission,
-    leaf_bytes,
     leaf_hash,
     parse_leaf,
-    sign_entry,
+    sign_entry_leaf,
     signing_payload,
 )
 from federation.core.keys import SigningKey
@@ -51,6 +50,8 @@ class Appended:
     signed: SignedEntry
     existing: bool
     """True when the entry was already in the log (an idempotent retry)."""
+    leaf: bytes = b""
+    """The leaf bytes (what receipts carry), so nobody has to encode the entry again."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class AppendResult:
     appended: tuple[Appended, ...]
     checkpoint: Checkpoint
     note: str
+    tree_hashes: Mapping[int, bytes] = field(default_factory=dict)
+    """Stored tree hashes this append read or wrote: every hash the inclusion proofs of its
+    fresh entries need (see :func:`federation.log.tree.append_leaf_hashes`)."""
 
 
 class LogWriter:
@@ -142,8 +146,7 @@ class LogWriter:
                     results.append(_same_or_conflict(entry, existing[entry.id], i))
                     continue
                 await self._check_target(conn, entry, i)
-                signed = sign_entry(entry, self._key)
-                leaf = leaf_bytes(signed)
+                signed, leaf = sign_entry_leaf(entry, self._key)
                 new.append((signed, leaf, leaf_hash(leaf)))
                 results.append(None)
             if new:
@@ -152,22 +155,24 @@ class LogWriter:
                     for j, (signed, leaf, lh) in enumerate(new)
                 ]
                 await conn.execute(entries.insert(), rows)
-                n, root = await tree.append_leaf_hashes(
+                grown = await tree.append_leaf_hashes(
                     conn, self.origin, size, [lh for _, _, lh in new]
                 )
-                checkpoint, note = await self._sign_and_store(conn, n, root)
+                known = grown.known
+                checkpoint, note = await self._sign_and_store(conn, grown.size, grown.root)
             else:
+                known = {}
                 checkpoint, note = await self._current(conn)
             fresh = iter(range(len(new)))
             out: list[Appended] = []
             for item in results:
                 if item is None:
                     j = next(fresh)
-                    signed, _, lh = new[j]
-                    out.append(Appended(size + j, lh, signed, existing=False))
+                    signed, leaf, lh = new[j]
+                    out.append(Appended(size + j, lh, signed, existing=False, leaf=leaf))
                 else:
                     out.append(item)
-        return AppendResult(tuple(out), checkpoint, note)
+        return AppendResult(tuple(out), checkpoint, note, known)
 
     async def _existing(
         self, conn: AsyncConnection, batch: Sequence[AnyEntry]
@@ -178,10 +183,11 @@ class LogWriter:
                 entries.c.entry_id.in_([e.id for e in batch]),
             )
         )
-        return {
-            r.entry_id: Appended(int(r.idx), bytes(r.leaf_hash), parse_leaf(bytes(r.leaf)), True)
-            for r in rows
-        }
+        out: dict[str, Appended] = {}
+        for r in rows:
+            leaf = bytes(r.leaf)
+            out[r.entry_id] = Appended(int(r.idx), bytes(r.leaf_hash), parse_leaf(leaf), True, leaf)
+        return out
 
     async def _check_target(self, conn: AsyncConnection, entry: AnyEntry, i: int) -> None:
         """Retractions and opinions must point at an entry this node holds, by leaf hash."""

@@ -17,6 +17,7 @@ platforms that only consume give them too.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -43,7 +44,7 @@ from federation.log.writer import AnyEntry, AppendResult
 from federation.server.auth import require_role
 from federation.server.context import NODE, NodeContext
 from federation.server.errors import PolicyError, validation_error
-from federation.server.routes import b64, caller, read_json
+from federation.server.routes import JSON_TYPE, b64, caller, read_json
 
 CLIENT_ROLE = "submit"
 _ITEM = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
@@ -134,26 +135,34 @@ def _need_submitter(ctx: NodeContext) -> None:
         )
 
 
-async def _receipts(ctx: NodeContext, result: AppendResult) -> list[dict[str, Any]]:
+async def _receipts(ctx: NodeContext, result: AppendResult) -> bytes:
+    """The ``{"receipts": [...]}`` body, built as bytes.
+
+    Proofs of a fresh batch come from the hashes the append already holds (no read), and
+    each entry is spliced in as its leaf bytes — the canonical JSON of the signed entry —
+    instead of being dumped from the model and encoded again.
+    """
     size = result.checkpoint.size
-    out: list[dict[str, Any]] = []
+    indexes = [item.index for item in result.appended]
     async with ctx.store.read() as conn:
-        for item in result.appended:
-            proof = await reader.inclusion_proof(conn, ctx.writer.origin, item.index, size)
-            leaf = leaf_bytes(item.signed)
-            receipt = TlogProof(item.index, tuple(proof), result.note, extra=leaf)
-            out.append(
-                {
-                    "index": item.index,
-                    "leaf_hash": item.leaf_hash.hex(),
-                    "entry": item.signed.model_dump(mode="json", exclude_none=True),
-                    "checkpoint": result.note,
-                    "inclusion_proof": b64(proof),
-                    "receipt": receipt.serialise(),
-                    "existing": item.existing,
-                }
-            )
-    return out
+        proofs = await reader.inclusion_proofs(
+            conn, ctx.writer.origin, indexes, size, result.tree_hashes
+        )
+    parts: list[bytes] = []
+    for item, proof in zip(result.appended, proofs, strict=True):
+        leaf = item.leaf or leaf_bytes(item.signed)
+        receipt = TlogProof(item.index, tuple(proof), result.note, extra=leaf)
+        rest = {
+            "index": item.index,
+            "leaf_hash": item.leaf_hash.hex(),
+            "checkpoint": result.note,
+            "inclusion_proof": b64(proof),
+            "receipt": receipt.serialise(),
+            "existing": item.existing,
+        }
+        # rest dumps to '{...}': open the object with the entry member, then the others.
+        parts.append(b'{"entry":' + leaf + b"," + json.dumps(rest).encode()[1:])
+    return b'{"receipts":[' + b",".join(parts) + b"]}"
 
 
 async def _append(ctx: NodeContext, key: str, batch: Sequence[AnyEntry]) -> web.Response:
@@ -171,7 +180,8 @@ async def _append(ctx: NodeContext, key: str, batch: Sequence[AnyEntry]) -> web.
             await outcome
     if fresh and ctx.sync is not None:
         ctx.sync.own_appended(result.note)  # peers pull at once (fire and forget)
-    return web.json_response({"receipts": await _receipts(ctx, result)}, status=201)
+    body = await _receipts(ctx, result)
+    return web.Response(body=body, status=201, content_type=JSON_TYPE, charset="utf-8")
 
 
 def _prepare(request: web.Request, submitter: bool) -> NodeContext:
