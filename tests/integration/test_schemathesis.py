@@ -3,10 +3,9 @@
 schemathesis generates requests for every operation from the spec — valid ones and invalid
 ones (wrong types, out-of-range integers, missing and unknown fields, odd path segments) —
 and sends them over loopback HTTP to a real node (SQLite, and PostgreSQL where a server
-answers).  Requests to signed routes are signed
-with an RFC 9421 signature of the exact bytes ``requests`` puts on the wire (a ``requests``
-auth hook, so schemathesis' re-sends are signed afresh), which gets them past authentication
-into the handlers; the same operations are also tried unsigned and must answer 401 with the
+answers).  Requests to signed routes are signed with an RFC 9421 signature of the exact bytes
+``requests`` puts on the wire (a ``requests`` auth hook, so schemathesis' re-sends are signed
+afresh), which gets them past authentication into the handlers; the same operations are also tried unsigned and must answer 401 with the
 JSON error body.  Every answer must be a non-5xx status the spec declares, of the declared
 content type, matching the declared schema; a refused write must leave the log unchanged.
 
@@ -158,7 +157,7 @@ def _populate(node: Node) -> None:
     """A log with entries, so small generated indices and sizes get real proofs, not 400s."""
     cli = node.spec.clients["cli"]
     labels = {"categories": ["csam"], "severity": "high", "confirmed_by": "police"}
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": f"seed-{n}", "signal": {"kind": "md5", "value": f"{n:032x}"}, "labels": labels}
         for n in range(LOG_SIZE)
     ]
