@@ -5,9 +5,10 @@ ones (wrong types, out-of-range integers, missing and unknown fields, odd path s
 and sends them over loopback HTTP to a real node (SQLite, and PostgreSQL where a server
 answers).  Requests to signed routes are signed with an RFC 9421 signature of the exact bytes
 ``requests`` puts on the wire (a ``requests`` auth hook, so schemathesis' re-sends are signed
-afresh), which gets them past authentication into the handlers; the same operations are also tried unsigned and must answer 401 with the
-JSON error body.  Every answer must be a non-5xx status the spec declares, of the declared
-content type, matching the declared schema; a refused write must leave the log unchanged.
+afresh), which gets them past authentication into the handlers; the same operations are also
+tried unsigned and must answer 401 with the JSON error body.  Every answer must be a non-5xx
+status the spec declares, of the declared content type, matching the declared schema; invalid
+data must be refused; a refused write must leave the log unchanged.
 
 The run is bounded and deterministic (``derandomize``) so it is the same run every time.
 """
