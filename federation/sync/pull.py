@@ -10,15 +10,20 @@ mirror from m to n in chunks of at most ``chunk`` leaves (spec/sync.md §3.1):
    leaves is a prefix of C; the chunk is applied in one transaction;
 3. the proof e → n of one chunk is the T → C proof of the next (T is now the tree of e).
 
-Memory is bounded by one chunk, whatever n − m is, and no unsigned tree head is ever trusted
-beyond what the proof to C establishes.  A crash between chunks leaves the verified size in
-``mirror_progress``; the next pull resumes from there against whatever checkpoint is newest.
+Memory is bounded by two chunks (the one being verified and the next, prefetched), whatever
+n − m is, and no unsigned tree head is ever trusted beyond what the proof to C establishes.
+A crash between chunks leaves the verified size in ``mirror_progress``; the next pull resumes
+from there against whatever checkpoint is newest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -65,6 +70,28 @@ async def fetch_leaves(
     return out
 
 
+async def _fetch_chunk(
+    client: PeerClient, member_id: str, start: int, end: int, n: int, page_size: int
+) -> tuple[list[tuple[int, bytes]], list[bytes]]:
+    """The leaves ``[start, end)`` and the proof ``end → n`` (none when ``end`` is ``n``)."""
+    end_proof = await client.get_consistency(member_id, end, n) if 0 < end < n else []
+    leaves = await fetch_leaves(client, member_id, start, end, page_size)
+    return leaves, end_proof
+
+
+def _workers() -> int:
+    """Threads that check a chunk's leaves at once: one per core, at most four."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+async def _cancel(task: asyncio.Task[object] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        with contextlib.suppress(BaseException):
+            await task  # retrieve its outcome: a prefetch nobody needs is not an error
+
+
 async def pull_range(
     client: PeerClient,
     member: Member,
@@ -83,51 +110,82 @@ async def pull_range(
 
     Raises whatever verification raises for the chunk at fault; chunks applied before it stay
     (each was proven a prefix of the signed checkpoint on its own).
+
+    The next chunk is fetched while this one is verified and applied (the source builds its
+    pages while we check signatures), and verification runs off the event loop on a few
+    threads: Ed25519 in libsodium releases the GIL, so the signature checks use every core.
+    At most two chunks are held at once, and nothing of the next one is used before this one
+    is applied and the trusted state re-read.
     """
     m = 0 if trusted is None else trusted.size
     n = checkpoint.size
+    chunk = max(1, settings.chunk)
     proof = await client.get_consistency(member.id, m, n) if 0 < m < n else []
     total = 0
-    while True:
-        end = min(n, m + max(1, settings.chunk))
-        end_proof = await client.get_consistency(member.id, end, n) if 0 < end < n else []
-        leaves = await fetch_leaves(client, member.id, m, end, settings.page_size)
-        batch = verify_batch(
-            member,
-            trusted,
-            note,
-            leaves,
-            proof,
-            manifest=manifest,
-            now=now,
-            end=end,
-            end_proof=end_proof,
-        )
-        del leaves
-        async with store.transaction() as conn:
-            applied = await mirror.apply_verified(conn, member.id, member.log_origin, batch, now)
-        if applied and batch.leaves:
-            total += len(batch.leaves)
-            log.info(
-                "mirror_applied",
-                origin=member.id,
-                source=client.peer_id,
-                start=batch.start,
-                size=batch.end,
-                checkpoint=n,
+    end = min(n, m + chunk)
+    pending: asyncio.Task[tuple[list[tuple[int, bytes]], list[bytes]]] | None = None
+    pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="verify")
+    try:
+        while True:
+            current = pending or asyncio.ensure_future(
+                _fetch_chunk(client, member.id, m, end, n, settings.page_size)
             )
-            result = on_applied([(member.log_origin, v.index, v.signed) for v in batch.leaves])
-            if inspect.isawaitable(result):
-                await result
-        on_progress(batch.end)
-        if batch.complete:
-            return total, n
-        async with store.read() as conn:
-            trusted = await mirror.load_trusted(conn, member.log_origin)
-        if trusted is None or trusted.size < end:
-            return total, m  # someone else moved the log; the next pull starts afresh
-        m, proof = trusted.size, end_proof if trusted.size == end else []
-        if m >= n:
-            return total, m
-        if trusted.size != end:
-            proof = await client.get_consistency(member.id, m, n)
+            pending = None
+            leaves, end_proof = await current
+            if end < n:  # prefetch: the source works on the next chunk while we verify
+                following = min(n, end + chunk)
+                pending = asyncio.ensure_future(
+                    _fetch_chunk(client, member.id, end, following, n, settings.page_size)
+                )
+            batch = await asyncio.to_thread(
+                verify_batch,
+                member,
+                trusted,
+                note,
+                leaves,
+                proof,
+                manifest=manifest,
+                now=now,
+                end=end,
+                end_proof=end_proof,
+                pool=pool,
+            )
+            del leaves
+            async with store.transaction() as conn:
+                applied = await mirror.apply_verified(
+                    conn, member.id, member.log_origin, batch, now
+                )
+            if applied and batch.leaves:
+                total += len(batch.leaves)
+                log.info(
+                    "mirror_applied",
+                    origin=member.id,
+                    source=client.peer_id,
+                    start=batch.start,
+                    size=batch.end,
+                    checkpoint=n,
+                )
+                result = on_applied([(member.log_origin, v.index, v.signed) for v in batch.leaves])
+                if inspect.isawaitable(result):
+                    await result
+            on_progress(batch.end)
+            if batch.complete:
+                return total, n
+            async with store.read() as conn:
+                trusted = await mirror.load_trusted(conn, member.log_origin)
+            if trusted is None or trusted.size < end:
+                return total, m  # someone else moved the log; the next pull starts afresh
+            m, proof = trusted.size, end_proof if trusted.size == end else []
+            if m >= n:
+                return total, m
+            if trusted.size != end:
+                # Someone else applied past our chunk: what we prefetched starts elsewhere.
+                await _cancel(pending)
+                pending = None
+                proof = await client.get_consistency(member.id, m, n)
+                end = min(n, m + chunk)
+            else:
+                end = min(n, end + chunk)
+    finally:
+        await _cancel(pending)
+        pool.shutdown(wait=False, cancel_futures=True)
