@@ -124,6 +124,30 @@ async def inclusion_proofs(
     )
 
 
+def proofs_from_known(
+    indexes: Sequence[int], size: int, known: Mapping[int, bytes]
+) -> list[list[bytes]] | None:
+    """Inclusion proofs in the tree of ``size`` from ``known`` hashes alone, or None if they
+    do not hold every hash needed (then ask :func:`inclusion_proofs`, which reads the rest).
+
+    The receipts of a fresh append need nothing but what the append read and wrote, so the
+    write route answers without opening a read connection.
+    """
+    if not known:
+        return None
+
+    def read(positions: Sequence[int], /) -> Sequence[bytes]:
+        try:
+            return [known[p] for p in positions]
+        except KeyError:
+            raise _NotHeld from None
+
+    try:
+        return tlog.inclusion_proofs(indexes, size, read)
+    except _NotHeld:
+        return None
+
+
 async def consistency_proof(
     conn: AsyncConnection, origin: str, size1: int, size2: int
 ) -> list[bytes]:
