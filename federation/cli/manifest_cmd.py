@@ -32,8 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from federation.cli.keys_cmd import parse_transport_public, value_or_file
 from federation.cli.manifest_summary import print_summary, summary
 from federation.cli.output import notice, print_json
@@ -46,6 +44,7 @@ from federation.core.manifest import (
     manifest_json,
     parse_signed_manifest,
     signed_manifest_json,
+    validate_manifest_value,
     verify_manifest,
 )
 from federation.errors import InputError
@@ -65,16 +64,8 @@ def load_manifest(path: Path) -> SignedManifest:
 
 
 def _validate(data: dict[str, Any]) -> Manifest:
-    try:
-        return Manifest.model_validate_json(json.dumps(data))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise InputError(
-            f"invalid manifest: {field or '$'}: {first['msg']}",
-            code="invalid_manifest",
-            field=field,
-        ) from None
+    # Through JSON, so values are validated exactly as a manifest file's would be.
+    return validate_manifest_value(Manifest, json.loads(json.dumps(data)))
 
 
 def write_manifest(path: Path, signed: SignedManifest, *, overwrite: bool) -> None:

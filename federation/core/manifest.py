@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -492,9 +492,17 @@ def parse_signed_manifest(data: bytes) -> SignedManifest:
     """Parse a signed manifest file strictly; ``InputError(code="invalid_manifest")`` names
     the field at fault.  Formatting is free (manifests are edited by people); the signatures
     cover the canonical form."""
+    return validate_manifest_value(SignedManifest, parse_json(data))
+
+
+M = TypeVar("M", Manifest, SignedManifest)
+
+
+def validate_manifest_value(model: type[M], value: object) -> M:
+    """Validate a parsed manifest document; ``InputError(code="invalid_manifest")`` names the
+    field at fault, for files written by people and for the CLI's edits alike."""
     try:
-        value = parse_json(data)
-        return SignedManifest.model_validate(value)
+        return model.model_validate(value)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None

@@ -21,6 +21,19 @@ PDQ_DEFAULT_THRESHOLD = 31
 PDQ_MAX_DISTANCE = 63
 PDQ_MIN_QUALITY_DEFAULT = 50
 
+DIHEDRAL_TRANSFORMS: tuple[str, ...] = (
+    "original",
+    "rot90",
+    "rot180",
+    "rot270",
+    "flipx",
+    "flipy",
+    "flip_plus1",
+    "flip_minus1",
+)
+"""The 8 rotations/flips a dihedral PDQ query tries, in ``pdqhash.compute_dihedral`` order
+(checked against the reference ``dih/`` images); match results name them this way."""
+
 _HEX = {"pdq": 64, "md5": 32, "sha256": 64}
 _HEX_RE = re.compile(r"[0-9a-fA-F]*")
 

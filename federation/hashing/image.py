@@ -30,18 +30,6 @@ from federation.errors import InputError
 DEFAULT_MAX_PIXELS = 89_478_485
 """Pixel limit (Pillow's own default): larger images are refused as likely decompression bombs."""
 
-DIHEDRAL_TRANSFORMS: tuple[str, ...] = (
-    "original",
-    "rot90",
-    "rot180",
-    "rot270",
-    "flipx",
-    "flipy",
-    "flip_plus1",
-    "flip_minus1",
-)
-"""Names of ``pdqhash.compute_dihedral``'s 8 outputs, in its order (checked against the
-reference ``dih/`` images: rotate-90 matches output 1, flip-plus-1 (transpose) output 6, ...)."""
 
 _BACKGROUND = (255, 255, 255)
 

@@ -4,8 +4,9 @@ Pure compute, no I/O.  :class:`PdqIndex` is the numeric core (rows, tombstones, 
 :class:`MatchIndex` maps rows to the log entries that carried them.
 """
 
+from federation.core.signals import DIHEDRAL_TRANSFORMS
 from federation.index.match import EntryRef, ExactIndex, Match, MatchIndex
-from federation.index.pdq import DIHEDRAL_TRANSFORMS, Hits, PdqIndex, pdq_words
+from federation.index.pdq import Hits, PdqIndex, pdq_words
 
 __all__ = [
     "DIHEDRAL_TRANSFORMS",

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from federation.core.signals import SignalKind, normalise_hex
+from federation.core.signals import DIHEDRAL_TRANSFORMS, SignalKind, normalise_hex
 from federation.errors import InputError
-from federation.index.pdq import DIHEDRAL_TRANSFORMS, Hits, PdqIndex
+from federation.index.pdq import Hits, PdqIndex
 
 
 @dataclass(frozen=True, order=True)

@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from federation.core.signals import DIHEDRAL_TRANSFORMS
 from federation.errors import InputError
 from federation.index import _kernels
 from federation.index.layout import PDQ_WORDS, chunk_radii, popcount_rows, probe_masks
@@ -46,17 +47,6 @@ from federation.index.tuning import choose_layout, sample_rows
 PDQ_MAX_RADIUS = 63
 """Largest radius a query may ask for (policy bound of the federation)."""
 
-DIHEDRAL_TRANSFORMS: tuple[str, ...] = (
-    "original",
-    "rot90",
-    "rot180",
-    "rot270",
-    "flipx",
-    "flipy",
-    "flip_plus1",
-    "flip_minus1",
-)
-"""The 8 dihedral transforms, in ``pdqhash.compute_dihedral`` order."""
 
 Backend = Literal["auto", "numba", "numpy"]
 HashInput = str | bytes | npt.NDArray[np.uint64]
