@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -73,10 +74,29 @@ async def fetch_leaves(
 async def _fetch_chunk(
     client: PeerClient, member_id: str, start: int, end: int, n: int, page_size: int
 ) -> tuple[list[tuple[int, bytes]], list[bytes]]:
-    """The leaves ``[start, end)`` and the proof ``end → n`` (none when ``end`` is ``n``)."""
-    end_proof = await client.get_consistency(member_id, end, n) if 0 < end < n else []
-    leaves = await fetch_leaves(client, member_id, start, end, page_size)
-    return leaves, end_proof
+    """The leaves ``[start, end)`` and the proof ``end → n`` (none when ``end`` is ``n``).
+
+    Both are requested at once (one round trip, not two); their failures are still reported
+    in the serial order — the proof's first — so the fault charged does not depend on timing.
+    """
+    proof_task = (
+        asyncio.ensure_future(client.get_consistency(member_id, end, n)) if 0 < end < n else None
+    )
+    leaves_task = asyncio.ensure_future(fetch_leaves(client, member_id, start, end, page_size))
+    return await _both(proof_task, leaves_task)
+
+
+async def _both(
+    proof_task: asyncio.Future[list[bytes]] | None,
+    leaves_task: asyncio.Future[list[tuple[int, bytes]]],
+) -> tuple[list[tuple[int, bytes]], list[bytes]]:
+    """Await ``proof_task`` then ``leaves_task``; if either fails, cancel the other."""
+    try:
+        proof = [] if proof_task is None else await proof_task
+        return await leaves_task, proof
+    finally:
+        await _cancel(proof_task)
+        await _cancel(leaves_task)
 
 
 def _workers() -> int:
@@ -84,7 +104,7 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-async def _cancel(task: asyncio.Task[object] | None) -> None:
+async def _cancel(task: asyncio.Future[Any] | None) -> None:
     if task is not None and not task.done():
         task.cancel()
     if task is not None:
@@ -120,12 +140,21 @@ async def pull_range(
     m = 0 if trusted is None else trusted.size
     n = checkpoint.size
     chunk = max(1, settings.chunk)
-    proof = await client.get_consistency(member.id, m, n) if 0 < m < n else []
     total = 0
     end = min(n, m + chunk)
-    pending: asyncio.Task[tuple[list[tuple[int, bytes]], list[bytes]]] | None = None
+    # The proof m → n and the first chunk are requested at once (one round trip, not two).
+    first_proof = (
+        asyncio.ensure_future(client.get_consistency(member.id, m, n)) if 0 < m < n else None
+    )
+    pending: asyncio.Future[tuple[list[tuple[int, bytes]], list[bytes]]] | None = (
+        asyncio.ensure_future(_fetch_chunk(client, member.id, m, end, n, settings.page_size))
+    )
     pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="verify")
     try:
+        try:
+            proof = [] if first_proof is None else await first_proof
+        finally:
+            await _cancel(first_proof)
         while True:
             current = pending or asyncio.ensure_future(
                 _fetch_chunk(client, member.id, m, end, n, settings.page_size)
