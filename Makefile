@@ -19,6 +19,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check federation tests bench
+	$(VENV)/bin/ruff format --check federation
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
