@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from federation.cli.nodeclient import add_node_arguments
 from federation.cli.retract_cmd import (
+    add_receipt_arguments,
     add_target_arguments,
     post_one,
     print_receipt,
+    receipts_dir,
     target_from_args,
 )
 
@@ -40,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.comment:
         item["comment"] = args.comment
     receipt = asyncio.run(post_one(args, "/v1/opinions", "opinions", item))
-    receipts_dir = None if args.no_receipts else args.receipts_dir
-    print_receipt(receipt, as_json=args.json, receipts_dir=receipts_dir)
+    print_receipt(receipt, as_json=args.json, receipts_dir=receipts_dir(args))
     return 0
 
 
@@ -57,8 +57,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--verdict", required=True, choices=VERDICTS)
     parser.add_argument("--comment", metavar="TEXT", help="short comment (no names or links)")
     parser.add_argument("--id", metavar="ID", help="entry id (default opinion-ORIGIN-INDEX-V)")
-    parser.add_argument("--receipts-dir", type=Path, default=Path("receipts"), metavar="DIR")
-    parser.add_argument("--no-receipts", action="store_true", help="do not save the receipt")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_receipt_arguments(parser)
     add_node_arguments(parser)
     parser.set_defaults(func=run)

@@ -79,6 +79,19 @@ def target_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"origin": origin, "index": index, "leaf_hash": leaf}
 
 
+def add_receipt_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--receipts-dir``, ``--no-receipts`` and ``--json``: shared by every command that
+    appends (submit, retract, opinion) and so gets receipts back."""
+    parser.add_argument("--receipts-dir", type=Path, default=Path("receipts"), metavar="DIR")
+    parser.add_argument("--no-receipts", action="store_true", help="do not save receipt files")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def receipts_dir(args: argparse.Namespace) -> Path | None:
+    """Where to save receipts, or None with ``--no-receipts``."""
+    return None if args.no_receipts else Path(args.receipts_dir)
+
+
 def print_receipt(receipt: dict[str, Any], *, as_json: bool, receipts_dir: Path | None) -> None:
     """One written entry: its place in the log, and where its receipt was saved."""
     from federation.cli.submit_cmd import save_receipt
@@ -122,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.note:
         item["note"] = args.note
     receipt = asyncio.run(post_one(args, "/v1/retractions", "retractions", item))
-    print_receipt(
-        receipt, as_json=args.json, receipts_dir=None if args.no_receipts else args.receipts_dir
-    )
+    print_receipt(receipt, as_json=args.json, receipts_dir=receipts_dir(args))
     return 0
 
 
@@ -140,8 +151,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--reason", required=True, choices=REASONS)
     parser.add_argument("--note", metavar="TEXT", help="short note (no names or links)")
     parser.add_argument("--id", metavar="ID", help="entry id (default retract-ORIGIN-INDEX)")
-    parser.add_argument("--receipts-dir", type=Path, default=Path("receipts"), metavar="DIR")
-    parser.add_argument("--no-receipts", action="store_true", help="do not save the receipt")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_receipt_arguments(parser)
     add_node_arguments(parser)
     parser.set_defaults(func=run)
