@@ -140,7 +140,7 @@ async def apply_verified(
     signed = 0 if row is None else int(row.size)
     held = progress if progress is not None else row
     size = 0 if held is None else int(held.size)
-    if held is not None and size > 0 and size >= batch.end:
+    if held is not None and size >= batch.end:
         held_note = held.target_note if progress is not None else held.checkpoint
         if size == batch.end:
             have = bytes(held.root)

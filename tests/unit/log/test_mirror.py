@@ -84,6 +84,18 @@ async def test_duplicate_apply_is_a_noop(store: Store) -> None:
     assert await count(store, checkpoints) == 1
 
 
+async def test_an_empty_log_applied_twice_is_a_noop(store: Store) -> None:
+    """A member that has appended nothing serves a size-0 checkpoint at every poll; the second
+    apply once re-inserted that checkpoint and crashed the pull on the unique constraint."""
+    log = FakeLog()
+    assert await apply(store, await batch_to(store, log))
+    assert not await apply(store, await batch_to(store, log))
+    assert await count(store, checkpoints) == 1
+    log.add(2)
+    assert await apply(store, await batch_to(store, log))
+    assert await count(store, entries) == 2
+
+
 async def test_applying_an_older_batch_after_a_newer_one_is_a_noop(store: Store) -> None:
     log = FakeLog()
     log.add(9)
