@@ -87,8 +87,11 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _config_text(member_id: str, port: int, manifest: Path, client: SigningKey) -> str:
+def _config_text(
+    member_id: str, port: int, manifest: Path, client: SigningKey, *, witness: bool = False
+) -> str:
     public = base64.b64encode(client.public.raw).decode()
+    witness_line = 'witness_key = "keys/witness.key"\n' if witness else ""
     return f"""\
 # Demo node of {member_id} (written by `hashfed demo`).
 [node]
@@ -103,7 +106,7 @@ url = "sqlite:///node.db"
 log_key = "keys/log.key"
 transport_key = "keys/transport.key"
 transport_key_id = "{member_id}-t1"
-
+{witness_line}
 [manifest]
 path = {json.dumps(str(manifest))}
 
@@ -161,7 +164,10 @@ def write_federation(root: Path) -> DemoFederation:
             )
         )
         config = home / "node.toml"
-        config.write_text(_config_text(member_id, port, manifest_path, client), encoding="utf-8")
+        config.write_text(
+            _config_text(member_id, port, manifest_path, client, witness=witness is not None),
+            encoding="utf-8",
+        )
         members[member_id] = DemoMember(
             member_id, name, url, config, log_key, client, home / "keys" / f"{member_id}-cli.key"
         )
