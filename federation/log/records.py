@@ -10,9 +10,11 @@ from functools import lru_cache
 from typing import Any
 
 from federation.core.canonical import canonical_json
-from federation.core.entries import Opinion, Retraction, SignedEntry, Submission
+from federation.core.entries import Retraction, SignedEntry, Submission
 from federation.core.labels import Labels
 from federation.core.signals import PdqSignal
+from federation.store.bulk import columns
+from federation.store.schema import entries
 
 
 @lru_cache(maxsize=4096)
@@ -22,40 +24,37 @@ def _labels_json(labels: Labels) -> str:
     return canonical_json(labels.model_dump(mode="json")).decode()
 
 
+ENTRY_COLUMNS = columns(entries)
+"""The ``entries`` columns in table order: the order of :func:`entry_values`."""
+
+
+def entry_values(
+    origin: str, index: int, signed: SignedEntry, leaf: bytes, leaf_hash: bytes
+) -> tuple[Any, ...]:
+    """The ``entries`` row for ``signed`` stored at ``index`` of log ``origin``, as a tuple in
+    :data:`ENTRY_COLUMNS` order (what :func:`federation.store.bulk.insert_many` takes)."""
+    entry = signed.entry
+    if isinstance(entry, Submission):
+        signal = entry.signal
+        return (
+            origin, index, entry.origin, entry.id, entry.kind, entry.created, leaf, leaf_hash,
+            signal.kind, signal.value, _labels_json(entry.labels), None, None, None,
+        )  # fmt: skip
+    target = entry.target
+    verdict = entry.reason if isinstance(entry, Retraction) else entry.verdict
+    return (
+        origin, index, entry.origin, entry.id, entry.kind, entry.created, leaf, leaf_hash,
+        None, None, None, target.origin, target.index, verdict,
+    )  # fmt: skip
+
+
 def entry_row(
     origin: str, index: int, signed: SignedEntry, leaf: bytes, leaf_hash: bytes
 ) -> dict[str, Any]:
-    """The ``entries`` row for ``signed`` stored at ``index`` of log ``origin``."""
-    entry = signed.entry
-    row: dict[str, Any] = {
-        "origin": origin,
-        "idx": index,
-        "member_id": entry.origin,
-        "entry_id": entry.id,
-        "kind": entry.kind,
-        "created": entry.created,
-        "leaf": leaf,
-        "leaf_hash": leaf_hash,
-        "signal_kind": None,
-        "signal_value": None,
-        "labels": None,
-        "target_origin": None,
-        "target_index": None,
-        "verdict": None,
-    }
-    if isinstance(entry, Submission):
-        row["signal_kind"] = entry.signal.kind
-        row["signal_value"] = entry.signal.value
-        row["labels"] = _labels_json(entry.labels)
-    elif isinstance(entry, Retraction):
-        row["target_origin"] = entry.target.origin
-        row["target_index"] = entry.target.index
-        row["verdict"] = entry.reason
-    elif isinstance(entry, Opinion):
-        row["target_origin"] = entry.target.origin
-        row["target_index"] = entry.target.index
-        row["verdict"] = entry.verdict
-    return row
+    """The ``entries`` row for ``signed`` stored at ``index`` of log ``origin``, by column."""
+    return dict(
+        zip(ENTRY_COLUMNS, entry_values(origin, index, signed, leaf, leaf_hash), strict=True)
+    )
 
 
 def pdq_quality(signed: SignedEntry) -> int | None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from federation.core import tlog
 from federation.core.tlog import HashReader
 from federation.errors import StorageError
+from federation.store.bulk import insert_many
 from federation.store.schema import tree_hashes
 
 T = TypeVar("T")
@@ -167,42 +168,58 @@ class TreeAppend(NamedTuple):
     appended leaves in the new tree need, so receipts can be built without another read."""
 
 
+def frontier_positions(size: int) -> list[int]:
+    """Stored-hash positions of the perfect subtrees tiling ``[0, size)``, largest first.
+
+    They are what the root of the tree of ``size`` folds, and every hash an append to that
+    tree can need, so a writer that holds them appends without reading the tree.
+    """
+    positions: list[int] = []
+
+    def record(ps: Sequence[int], /) -> Sequence[bytes]:
+        positions.extend(ps)
+        return [_PLACEHOLDER] * len(ps)
+
+    tlog.tree_root(size, record)
+    return positions
+
+
 async def append_leaf_hashes(
-    conn: AsyncConnection, origin: str, size: int, leaf_hashes: Sequence[bytes]
+    conn: AsyncConnection,
+    origin: str,
+    size: int,
+    leaf_hashes: Sequence[bytes],
+    frontier: Mapping[int, bytes] | None = None,
 ) -> TreeAppend:
     """Store the tree hashes for appending ``leaf_hashes`` to a tree of ``size`` leaves.
 
-    Reads the O(log n) frontier once and writes every new hash in one multi-row INSERT; the
-    caller owns the transaction.
+    ``frontier``: the hashes at :func:`frontier_positions` of ``size``, when the caller holds
+    them (the log writer keeps its own); otherwise they are read, once.  Every new hash is
+    written in one executemany; the caller owns the transaction.
     """
-    # The hashes any append can need are the perfect subtrees tiling [0, size): exactly what
-    # the root of the current tree reads.  Fetch them once, then the loop runs from memory.
-    frontier: list[int] = []
-
-    def record(positions: Sequence[int], /) -> Sequence[bytes]:
-        frontier.extend(positions)
-        return [_PLACEHOLDER] * len(positions)
-
-    tlog.tree_root(size, record)
-    known = await fetch_hashes(conn, origin, frontier)
-    missing = [p for p in frontier if p not in known]
+    positions = frontier_positions(size)
+    if frontier is None:
+        known = await fetch_hashes(conn, origin, positions)
+    else:
+        known = {p: frontier[p] for p in positions if p in frontier}
+    missing = [p for p in positions if p not in known]
     if missing:
         raise StorageError(
             f"tree hash {missing[0]} of {origin} is missing from storage",
             code="tree_hash_missing",
         )
     written: dict[int, bytes] = {}
+
+    def read(ps: Sequence[int], /) -> Sequence[bytes]:
+        return [written.get(p) or known[p] for p in ps]
+
     n = size
     for leaf in leaf_hashes:
-        pairs = tlog.hashes_to_store(n, leaf, lambda ps: [written.get(p) or known[p] for p in ps])
-        written.update(pairs)
+        written.update(tlog.hashes_to_store(n, leaf, read))
         n += 1
-    if written:
-        await conn.execute(
-            tree_hashes.insert(),
-            [{"origin": origin, "position": p, "hash": h} for p, h in sorted(written.items())],
-        )
+    # Positions are assigned in append order, so ``written`` is already sorted.
+    await insert_many(conn, tree_hashes, [(origin, p, h) for p, h in written.items()])
     known.update(written)
     # The new root folds the new frontier, which lies in the old frontier and what we wrote.
-    root = await run_with_hashes(conn, origin, lambda read: tlog.tree_root(n, read), known)
+    root = tlog.tree_root(n, lambda ps: [known[p] for p in ps])
     return TreeAppend(n, root, known)

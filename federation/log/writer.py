@@ -1,24 +1,49 @@
 """The node's own log: the single writer that appends, signs and commits.
 
-Appending a batch is one transaction that (1) checks idempotency and targets, (2) signs each
-entry as the member, (3) stores the leaves and the new tree hashes, and (4) signs and stores
-the new checkpoint.  Because the checkpoint and the tree it describes are committed together,
-a crash leaves either both or neither, and the next checkpoint is always an extension of the
-last one signed — the node can never sign two inconsistent tree heads, across restarts too.
+Appending is one transaction that (1) checks idempotency and targets, (2) stores the signed
+entries and the new tree hashes, and (3) signs and stores the new checkpoint.  Because the
+checkpoint and the tree it describes are committed together, a crash leaves either both or
+neither, and the next checkpoint is always an extension of the last one signed — the node can
+never sign two inconsistent tree heads, across restarts too.  Nobody is answered before the
+commit has returned, i.e. before the transaction is durable (``synchronous=FULL`` on SQLite).
 
-An ``asyncio.Lock`` serialises appends within the process; the database row for the log is the
-cross-process guard (an INSERT of an index that exists fails the transaction).
+**Group commit.**  Every :meth:`LogWriter.append` call is one *request* (one HTTP batch).
+Requests queue for a single committer task, which takes every request waiting (up to
+``max_group_entries`` entries) and appends them in ONE transaction under ONE new signed
+checkpoint, as Trillian's sequencer and Go's checksum database do.  Concurrent clients thus
+share the fixed cost of a transaction (round trips, fsync, a checkpoint signature) instead of
+queueing behind one another.  What each request observes is what it would observe alone:
+
+- its entries get consecutive indexes in its own order; the checkpoint of its receipts may
+  cover more entries than its own (those of the other requests of the group);
+- requests are judged in arrival order as if appended one after another: an id, a target or
+  a retraction of an earlier request in the group is seen by a later one (a retry of an id
+  of an earlier request is an idempotent ``existing`` entry, a retraction of an entry of an
+  earlier request finds it);
+- a request whose entries are refused (``id_conflict``, ``target_not_found``,
+  ``already_retracted``, ...) fails alone, with its own error, and writes nothing: every
+  check is a read made before anything of the group is written, so it is simply left out;
+- if the group's transaction fails anyway (a storage error), nothing of it was written, and
+  each request is retried alone in its own transaction, so a request that cannot be stored
+  still fails without taking the others down.
+
+The committer keeps the log head (size, root, signed note, and the O(log n) frontier hashes)
+in memory, so an append reads nothing of the tree.  The database stays the cross-process
+guard: an index, tree position or checkpoint size that exists fails the INSERT, the whole
+transaction rolls back, and the head is reloaded (and checked) from storage.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from federation.core import tlog
 from federation.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from federation.core.entries import (
     Opinion,
@@ -32,13 +57,25 @@ from federation.core.entries import (
 )
 from federation.core.keys import SigningKey
 from federation.core.merkle import EMPTY_ROOT
-from federation.errors import ConflictError, InputError, NotFoundError, StorageError
+from federation.errors import (
+    ConflictError,
+    FederationError,
+    InputError,
+    NotFoundError,
+    StorageError,
+)
 from federation.log import tree
-from federation.log.records import entry_row
+from federation.log.records import entry_values
 from federation.store import Store
+from federation.store.bulk import insert_many
 from federation.store.schema import checkpoints, entries, logs
 
 AnyEntry = Submission | Retraction | Opinion
+
+MAX_GROUP_ENTRIES = 2000
+"""Default cap on the entries one group commit takes (a larger request still goes alone)."""
+
+_ID_CHUNK = 900  # ids per IN (...) lookup: under SQLite's old bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -66,6 +103,62 @@ class AppendResult:
     fresh entries need (see :func:`federation.log.tree.append_leaf_hashes`)."""
 
 
+@dataclass(frozen=True)
+class _Head:
+    """The committed state of our log, as the committer keeps it between appends."""
+
+    size: int
+    root: bytes
+    note: str
+    frontier: Mapping[int, bytes]
+    """Hashes at :func:`federation.log.tree.frontier_positions` of ``size``."""
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """An entry of a request, signed before it queues (signing needs no log state)."""
+
+    signed: SignedEntry
+    leaf: bytes
+    leaf_hash: bytes
+
+
+@dataclass(eq=False)
+class _Request:
+    """One :meth:`LogWriter.append` call waiting for (or in) a group commit."""
+
+    batch: Sequence[AnyEntry]
+    signed: list[_Signed]
+    future: asyncio.Future[AppendResult]
+
+    def resolve(self, outcome: AppendResult | BaseException) -> None:
+        if self.future.done():  # the caller went away (cancelled); the outcome stands
+            return
+        if isinstance(outcome, AppendResult):
+            self.future.set_result(outcome)
+        else:
+            self.future.set_exception(outcome)
+
+
+@dataclass
+class _Group:
+    """What the requests of one group, judged in order, add to the log (nothing written yet).
+
+    Later requests see the entries of earlier ones through it: ids, indexes, and retracted
+    targets.
+    """
+
+    size: int
+    """Log size before the group."""
+    new: list[_Signed] = field(default_factory=list)
+    ids: dict[str, Appended] = field(default_factory=dict)
+    retracted: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def next_index(self) -> int:
+        return self.size + len(self.new)
+
+
 class LogWriter:
     """Appends to the member's own log (see module docstring)."""
 
@@ -77,6 +170,7 @@ class LogWriter:
         origin: str,
         key: SigningKey,
         clock: Callable[[], float],
+        max_group_entries: int = MAX_GROUP_ENTRIES,
     ) -> None:
         if key.name != origin:
             raise InputError(
@@ -88,7 +182,10 @@ class LogWriter:
         self.origin = origin
         self._key = key
         self._clock = clock
-        self._lock = asyncio.Lock()
+        self._max_group = max(1, max_group_entries)
+        self._head: _Head | None = None
+        self._queue: deque[_Request] = deque()
+        self._committer: asyncio.Task[None] | None = None
 
     async def open(self) -> Checkpoint:
         """Create the empty log on first start, else check the stored state is self-consistent.
@@ -97,150 +194,291 @@ class LogWriter:
         stored tree hashes give: otherwise the database was altered or belongs to another key,
         and signing on top of it could fork the log.
         """
+        self._head = None
         async with self._store.transaction() as conn:
             row = (await conn.execute(select(logs).where(logs.c.origin == self.origin))).first()
             if row is None:
-                checkpoint, _ = await self._sign_and_store(conn, 0, EMPTY_ROOT)
-                return checkpoint
-            cp = open_checkpoint(row.checkpoint, self._key.public, expected_origin=self.origin)
-            root = await tree.tree_root(conn, self.origin, int(row.size))
-            if cp.size != row.size or cp.root != root or bytes(row.root) != root:
-                raise StorageError(
-                    f"stored log state of {self.origin} is inconsistent (size {row.size});"
-                    " refusing to sign on top of it",
-                    code="log_state_inconsistent",
+                checkpoint, note = await self._sign_and_store(conn, 0, EMPTY_ROOT)
+                head = _Head(0, EMPTY_ROOT, note, {})
+            else:
+                checkpoint = open_checkpoint(
+                    row.checkpoint, self._key.public, expected_origin=self.origin
                 )
-            return cp
+                head = await self._load_head(conn)
+                if checkpoint.size != head.size or checkpoint.root != head.root:
+                    raise _inconsistent(self.origin, head.size)
+        self._head = head
+        return checkpoint
 
     async def append(self, batch: Sequence[AnyEntry]) -> AppendResult:
-        """Append ``batch`` (entries of this member, unsigned) in one transaction."""
-        if not batch:
-            raise InputError("nothing to append", code="empty_batch")
-        seen: set[str] = set()
-        for i, entry in enumerate(batch):
-            if entry.origin != self.member_id:
-                raise InputError(
-                    f"entry origin {entry.origin!r} is not this node's member {self.member_id!r}",
-                    code="wrong_origin",
-                    field=f"{i}.origin",
-                )
-            if entry.id in seen:
-                raise InputError(
-                    f"id {entry.id!r} appears twice in one batch",
-                    code="duplicate_id",
-                    field=f"{i}.id",
-                )
-            seen.add(entry.id)
-        async with self._lock, self._store.transaction() as conn:
-            state = (
-                await conn.execute(select(logs.c.size).where(logs.c.origin == self.origin))
-            ).scalar_one_or_none()
-            if state is None:
-                raise StorageError("log is not open", code="log_not_open")
-            size = int(state)
-            existing = await self._existing(conn, batch)
-            results: list[Appended | None] = []
-            new: list[tuple[SignedEntry, bytes, bytes]] = []
-            for i, entry in enumerate(batch):
-                if entry.id in existing:
-                    results.append(_same_or_conflict(entry, existing[entry.id], i))
-                    continue
-                await self._check_target(conn, entry, i)
-                signed, leaf = sign_entry_leaf(entry, self._key)
-                new.append((signed, leaf, leaf_hash(leaf)))
-                results.append(None)
-            if new:
+        """Append ``batch`` (entries of this member, unsigned) atomically, possibly in one
+        transaction with concurrent appends (see module docstring); returns once durable."""
+        _check_batch(batch, self.member_id)
+        signed: list[_Signed] = []
+        for entry in batch:
+            signed_entry, leaf = sign_entry_leaf(entry, self._key)
+            signed.append(_Signed(signed_entry, leaf, leaf_hash(leaf)))
+        loop = asyncio.get_running_loop()
+        request = _Request(batch, signed, loop.create_future())
+        self._queue.append(request)
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_queued())
+        return await request.future
+
+    # -- the committer ---------------------------------------------------------------------
+
+    async def _commit_queued(self) -> None:
+        """Commit groups until the queue is empty (one task at a time; see :meth:`append`)."""
+        try:
+            while self._queue:
+                group = self._take_group()
+                if group:
+                    await self._commit_group(group)
+        finally:
+            self._committer = None
+            while self._queue:  # only when cancelled: nobody is left to commit them
+                self._queue.popleft().future.cancel()
+
+    def _take_group(self) -> list[_Request]:
+        group: list[_Request] = []
+        entries_taken = 0
+        while self._queue:
+            request = self._queue[0]
+            if request.future.done():  # cancelled while waiting: never appended
+                self._queue.popleft()
+                continue
+            if group and entries_taken + len(request.batch) > self._max_group:
+                break
+            group.append(self._queue.popleft())
+            entries_taken += len(request.batch)
+        return group
+
+    async def _commit_group(self, group: list[_Request]) -> None:
+        try:
+            outcomes = await self._transaction(group)
+        except asyncio.CancelledError:
+            self._head = None
+            for request in group:
+                request.future.cancel()
+            raise
+        except Exception as exc:
+            self._head = None  # whatever the database holds now, reload it
+            if len(group) == 1:
+                group[0].resolve(exc)
+                return
+            for request in group:  # nothing was written: each one alone, failing alone
+                outcome: AppendResult | BaseException
+                try:
+                    [outcome] = await self._transaction([request])
+                except asyncio.CancelledError:
+                    self._head = None
+                    for pending in group:
+                        pending.future.cancel()
+                    raise
+                except Exception as alone:
+                    self._head = None
+                    outcome = alone
+                request.resolve(outcome)
+            return
+        for request, outcome in zip(group, outcomes, strict=True):
+            request.resolve(outcome)
+
+    async def _transaction(self, group: list[_Request]) -> list[AppendResult | FederationError]:
+        """Judge the requests in order and append those that pass, in one transaction."""
+        async with self._store.transaction() as conn:
+            head = self._head or await self._load_head(conn)
+            staged = _Group(head.size)
+            existing = await self._existing(conn, [e.id for r in group for e in r.batch])
+            judged: list[list[Appended] | FederationError] = []
+            for request in group:
+                try:
+                    judged.append(await self._judge(conn, request, existing, staged))
+                except FederationError as exc:
+                    judged.append(exc)
+            if staged.new:
                 rows = [
-                    entry_row(self.origin, size + j, signed, leaf, lh)
-                    for j, (signed, leaf, lh) in enumerate(new)
+                    entry_values(self.origin, head.size + j, s.signed, s.leaf, s.leaf_hash)
+                    for j, s in enumerate(staged.new)
                 ]
-                await conn.execute(entries.insert(), rows)
+                await insert_many(conn, entries, rows)
                 grown = await tree.append_leaf_hashes(
-                    conn, self.origin, size, [lh for _, _, lh in new]
+                    conn, self.origin, head.size, [s.leaf_hash for s in staged.new], head.frontier
+                )
+                checkpoint, note = await self._sign_and_store(conn, grown.size, grown.root)
+                positions = tree.frontier_positions(grown.size)
+                new_head = _Head(
+                    grown.size, grown.root, note, {p: grown.known[p] for p in positions}
                 )
                 known = grown.known
-                checkpoint, note = await self._sign_and_store(conn, grown.size, grown.root)
             else:
-                known = {}
-                checkpoint, note = await self._current(conn)
-            fresh = iter(range(len(new)))
-            out: list[Appended] = []
-            for item in results:
-                if item is None:
-                    j = next(fresh)
-                    signed, leaf, lh = new[j]
-                    out.append(Appended(size + j, lh, signed, existing=False, leaf=leaf))
-                else:
-                    out.append(item)
-        return AppendResult(tuple(out), checkpoint, note, known)
+                new_head = head
+                checkpoint = Checkpoint(self.origin, head.size, head.root)
+                note, known = head.note, head.frontier
+        self._head = new_head  # committed (durable) only now
+        return [
+            outcome
+            if isinstance(outcome, FederationError)
+            else AppendResult(tuple(outcome), checkpoint, note, known)
+            for outcome in judged
+        ]
 
-    async def _existing(
-        self, conn: AsyncConnection, batch: Sequence[AnyEntry]
-    ) -> dict[str, Appended]:
-        rows = await conn.execute(
-            select(entries.c.entry_id, entries.c.idx, entries.c.leaf, entries.c.leaf_hash).where(
-                entries.c.origin == self.origin,
-                entries.c.entry_id.in_([e.id for e in batch]),
+    async def _judge(
+        self,
+        conn: AsyncConnection,
+        request: _Request,
+        existing: Mapping[str, Appended],
+        staged: _Group,
+    ) -> list[Appended]:
+        """The request's entries as they will stand, or the error that refuses the request.
+
+        Only once every entry passed are its new entries added to ``staged`` (so a refused
+        request leaves no trace for the requests after it).
+        """
+        out: list[Appended] = []
+        new: list[_Signed] = []
+        ids: dict[str, Appended] = {}
+        retracted: set[tuple[str, int]] = set()
+        for i, (entry, signed) in enumerate(zip(request.batch, request.signed, strict=True)):
+            stored = existing.get(entry.id) or staged.ids.get(entry.id)
+            if stored is not None:
+                out.append(_same_or_conflict(entry, stored, i))
+                continue
+            if not isinstance(entry, Submission):
+                await self._check_target(conn, entry, i, staged, retracted)
+            appended = Appended(
+                staged.next_index + len(new), signed.leaf_hash, signed.signed, False, signed.leaf
             )
-        )
-        out: dict[str, Appended] = {}
-        for r in rows:
-            leaf = bytes(r.leaf)
-            out[r.entry_id] = Appended(int(r.idx), bytes(r.leaf_hash), parse_leaf(leaf), True, leaf)
+            ids[entry.id] = Appended(
+                appended.index, signed.leaf_hash, signed.signed, True, signed.leaf
+            )
+            new.append(signed)
+            out.append(appended)
+        staged.new.extend(new)
+        staged.ids.update(ids)
+        staged.retracted |= retracted
         return out
 
-    async def _check_target(self, conn: AsyncConnection, entry: AnyEntry, i: int) -> None:
-        """Retractions and opinions must point at an entry this node holds, by leaf hash."""
-        if isinstance(entry, Submission):
-            return
-        target = entry.target
+    async def _load_head(self, conn: AsyncConnection) -> _Head:
+        """The stored head, checked: the frontier hashes must fold to the stored root."""
         row = (
             await conn.execute(
-                select(entries.c.kind, entries.c.leaf_hash).where(
-                    entries.c.member_id == target.origin, entries.c.idx == target.index
+                select(logs.c.size, logs.c.root, logs.c.checkpoint).where(
+                    logs.c.origin == self.origin
                 )
             )
         ).first()
         if row is None:
-            raise NotFoundError(
-                f"target entry {target.origin}#{target.index} is not in any log this node holds",
-                code="target_not_found",
-                field=f"{i}.target",
+            raise StorageError("log is not open", code="log_not_open")
+        size, root = int(row.size), bytes(row.root)
+        positions = tree.frontier_positions(size)
+        frontier = await tree.fetch_hashes(conn, self.origin, positions)
+        missing = [p for p in positions if p not in frontier]
+        if missing:
+            raise StorageError(
+                f"tree hash {missing[0]} of {self.origin} is missing from storage",
+                code="tree_hash_missing",
             )
-        if bytes(row.leaf_hash).hex() != target.leaf_hash:
+        if tlog.tree_root(size, lambda ps: [frontier[p] for p in ps]) != root:
+            raise _inconsistent(self.origin, size)
+        return _Head(size, root, str(row.checkpoint), frontier)
+
+    async def _existing(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Appended]:
+        out: dict[str, Appended] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _ID_CHUNK):
+            rows = await conn.execute(
+                select(
+                    entries.c.entry_id, entries.c.idx, entries.c.leaf, entries.c.leaf_hash
+                ).where(
+                    entries.c.origin == self.origin,
+                    entries.c.entry_id.in_(unique[start : start + _ID_CHUNK]),
+                )
+            )
+            for r in rows:
+                leaf = bytes(r.leaf)
+                out[r.entry_id] = Appended(
+                    int(r.idx), bytes(r.leaf_hash), parse_leaf(leaf), True, leaf
+                )
+        return out
+
+    async def _check_target(
+        self,
+        conn: AsyncConnection,
+        entry: Retraction | Opinion,
+        i: int,
+        staged: _Group,
+        retracted: set[tuple[str, int]],
+    ) -> None:
+        """Retractions and opinions must point at an entry this node holds, by leaf hash.
+
+        The entries of earlier requests of the group count as held; ``retracted`` collects the
+        targets this request retracts (a submission is retracted at most once, in one batch
+        too).
+        """
+        target = entry.target
+        key = (target.origin, target.index)
+        pending = (
+            staged.new[target.index - staged.size]
+            if target.origin == self.member_id and staged.size <= target.index < staged.next_index
+            else None
+        )
+        if pending is not None:
+            kind: str = pending.signed.entry.kind
+            held_hash = pending.leaf_hash
+        else:
+            row = (
+                await conn.execute(
+                    select(entries.c.kind, entries.c.leaf_hash).where(
+                        entries.c.member_id == target.origin, entries.c.idx == target.index
+                    )
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(
+                    f"target entry {target.origin}#{target.index} is not in any log this node"
+                    " holds",
+                    code="target_not_found",
+                    field=f"{i}.target",
+                )
+            kind, held_hash = str(row.kind), bytes(row.leaf_hash)
+        if held_hash.hex() != target.leaf_hash:
             raise ConflictError(
                 f"target {target.origin}#{target.index} has a different leaf hash",
                 code="target_mismatch",
                 field=f"{i}.target.leaf_hash",
             )
-        if row.kind != "submission":
+        if kind != "submission":
             raise InputError(
-                f"target {target.origin}#{target.index} is a {row.kind}, not a submission",
+                f"target {target.origin}#{target.index} is a {kind}, not a submission",
                 code="target_not_submission",
                 field=f"{i}.target",
             )
-        if isinstance(entry, Retraction):
-            already = (
-                await conn.execute(
-                    select(entries.c.entry_id).where(
-                        entries.c.origin == self.origin,
-                        entries.c.kind == "retraction",
-                        entries.c.target_origin == target.origin,
-                        entries.c.target_index == target.index,
-                    )
+        if not isinstance(entry, Retraction):
+            return
+        if key in staged.retracted or key in retracted:
+            raise ConflictError(
+                f"entry {target.origin}#{target.index} is already retracted",
+                code="already_retracted",
+                field=f"{i}.target",
+            )
+        already = (
+            await conn.execute(
+                select(entries.c.entry_id).where(
+                    entries.c.origin == self.origin,
+                    entries.c.kind == "retraction",
+                    entries.c.target_origin == target.origin,
+                    entries.c.target_index == target.index,
                 )
-            ).first()
-            if already is not None:
-                raise ConflictError(
-                    f"entry {target.origin}#{target.index} is already retracted"
-                    f" (by {already.entry_id!r})",
-                    code="already_retracted",
-                    field=f"{i}.target",
-                )
-
-    async def _current(self, conn: AsyncConnection) -> tuple[Checkpoint, str]:
-        row = (await conn.execute(select(logs).where(logs.c.origin == self.origin))).one()
-        return Checkpoint(self.origin, int(row.size), bytes(row.root)), str(row.checkpoint)
+            )
+        ).first()
+        if already is not None:
+            raise ConflictError(
+                f"entry {target.origin}#{target.index} is already retracted"
+                f" (by {already.entry_id!r})",
+                code="already_retracted",
+                field=f"{i}.target",
+            )
+        retracted.add(key)
 
     async def _sign_and_store(
         self, conn: AsyncConnection, size: int, root: bytes
@@ -263,6 +501,35 @@ class LogWriter:
             )
         )
         return checkpoint, note
+
+
+def _check_batch(batch: Sequence[AnyEntry], member_id: str) -> None:
+    """What a request must satisfy on its own, before it queues."""
+    if not batch:
+        raise InputError("nothing to append", code="empty_batch")
+    seen: set[str] = set()
+    for i, entry in enumerate(batch):
+        if entry.origin != member_id:
+            raise InputError(
+                f"entry origin {entry.origin!r} is not this node's member {member_id!r}",
+                code="wrong_origin",
+                field=f"{i}.origin",
+            )
+        if entry.id in seen:
+            raise InputError(
+                f"id {entry.id!r} appears twice in one batch",
+                code="duplicate_id",
+                field=f"{i}.id",
+            )
+        seen.add(entry.id)
+
+
+def _inconsistent(origin: str, size: int) -> StorageError:
+    return StorageError(
+        f"stored log state of {origin} is inconsistent (size {size}); refusing to sign on top of"
+        " it",
+        code="log_state_inconsistent",
+    )
 
 
 def _same_or_conflict(entry: AnyEntry, stored: Appended, i: int) -> Appended:
