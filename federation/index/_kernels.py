@@ -7,7 +7,10 @@ importable ``HAVE_NUMBA`` is False and :mod:`federation.index.pdq` uses its nump
 returns exactly the same results.
 
 Hashes are ``(n, 4)`` uint64 rows (the 32 hash bytes viewed as four native words).  A chunk is
-a bit range ``[start, start + width)`` of that 256-bit row, ``width <= 32``.
+a bit range ``[start, start + width)`` of that 256-bit row, ``width <= 32``.  Every segment owns
+its rows; a local row number ``i`` is reported as the index id ``id_lo + ids_off[i]``, or
+``id_lo + i`` when ``ids_off`` is empty (an open segment's ids are consecutive), and ``alive``
+is the index-wide tombstone array indexed by id.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 numba: Any
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     import numba
+    from numba.core import types as _nbtypes
+    from numba.extending import intrinsic as _intrinsic
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
@@ -34,6 +39,26 @@ def _jit(fn: F) -> F:
     if numba is None:  # pragma: no cover
         return fn
     return cast(F, numba.njit(cache=True, nogil=True)(fn))
+
+
+def _make_fence() -> Callable[[], None]:
+    """A sequentially consistent memory fence callable from compiled code (LLVM ``fence
+    seq_cst``): neither the compiler nor the CPU moves a store across it, on weakly ordered
+    CPUs (ARM) too.  Without numba nothing runs compiled and a no-op stands in."""
+    if numba is None:  # pragma: no cover
+        return lambda: None
+
+    @_intrinsic
+    def fence(typingctx: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> None:
+            builder.fence("seq_cst")
+
+        return _nbtypes.void(), codegen
+
+    return cast(Callable[[], None], fence)
+
+
+_fence = _make_fence()
 
 
 @_jit
@@ -79,8 +104,86 @@ def permute_all(words: Any, lo: int, hi: int, tables: Any, out: Any) -> None:
 
 
 @_jit
+def _id_of(ids_off: Any, id_lo: int, row: int) -> Any:
+    if ids_off.shape[0] == 0:
+        return id_lo + row
+    return id_lo + np.int64(ids_off[row])
+
+
+@_jit
+def _verify(
+    words: Any,
+    ids_off: Any,
+    id_lo: int,
+    alive: Any,
+    q: Any,
+    qp: Any,
+    r: int,
+    radii: Any,
+    starts: Any,
+    widths: Any,
+    tables: Any,
+    identity: bool,
+    scratch: Any,
+    n_cand: int,
+    out_ids: Any,
+    out_dist: Any,
+    n_out: int,
+) -> int:
+    """Check the candidates in ``scratch`` (local row, chunk that found it) against the query;
+    append the live ones within ``r`` to the output, each once: a row found by chunk ``c`` is
+    skipped when an earlier probed chunk is also within its probe radius (that chunk found it
+    too), so there is no dedupe pass.  Returns the new count or ``-1`` when the output is full.
+
+    Candidates are verified in their own tight loop so the CPU overlaps the cache misses."""
+    q0 = q[0]
+    q1 = q[1]
+    q2 = q[2]
+    q3 = q[3]
+    rp = np.empty(4, dtype=np.uint64)
+    for i in range(n_cand):
+        row = scratch[0, i]
+        d = (
+            _popcount64(words[row, 0] ^ q0)
+            + _popcount64(words[row, 1] ^ q1)
+            + _popcount64(words[row, 2] ^ q2)
+            + _popcount64(words[row, 3] ^ q3)
+        )
+        if d > r:
+            continue
+        ident = _id_of(ids_off, id_lo, row)
+        if not alive[ident]:
+            continue
+        c = scratch[1, i]
+        if c > 0:
+            if identity:
+                rp[:] = words[row]
+            else:
+                permute(words[row], tables, rp)
+        dup = False
+        for c2 in range(c):
+            rc2 = radii[c2]
+            if rc2 >= 0:
+                a = _chunk(rp, starts[c2], widths[c2])
+                b = _chunk(qp, starts[c2], widths[c2])
+                if _popcount64(a ^ b) <= rc2:
+                    dup = True
+                    break
+        if dup:
+            continue
+        if n_out >= out_ids.shape[0]:
+            return -1
+        out_ids[n_out] = ident
+        out_dist[n_out] = d
+        n_out += 1
+    return n_out
+
+
+@_jit
 def query_segment(
     words: Any,
+    ids_off: Any,
+    id_lo: int,
     alive: Any,
     q: Any,
     r: int,
@@ -98,19 +201,18 @@ def query_segment(
     n_masks_for: Any,
     scratch: Any,
     bounds: Any,
-    out_rows: Any,
+    out_ids: Any,
     out_dist: Any,
     n_out: int,
 ) -> int:
-    """Probe one segment's chunk tables for query ``q``; append hits; return the new count.
+    """Probe one sealed (CSR) segment's chunk tables for query ``q``; append hits; return the
+    new count, or ``-1`` when ``scratch`` or the output buffers are full (the caller grows and
+    retries).
 
     The query is first permuted with the segment's layout (chunk keys are ranges of the
     permuted row).  Per chunk, every probed bucket's bounds are read first in a loop of
     independent loads (the CPU overlaps those cache misses), then the buckets are walked with
-    the inline-suffix filter.  Candidates are verified in a separate tight loop for the same
-    reason.  A row is reported once, by the first chunk on which it is within that chunk's
-    probe radius, so there is no dedupe pass.  Returns ``-1`` when ``scratch`` or the output
-    buffers are full (the caller grows and retries).
+    the inline-suffix filter.
     """
     m = starts.shape[0]
     n_cand = 0
@@ -143,77 +245,169 @@ def query_segment(
                     scratch[0, n_cand] = postings[c, j]
                     scratch[1, n_cand] = c
                     n_cand += 1
-    q0 = q[0]
-    q1 = q[1]
-    q2 = q[2]
-    q3 = q[3]
-    rp = np.empty(4, dtype=np.uint64)
-    for i in range(n_cand):
-        row = scratch[0, i]
-        d = (
-            _popcount64(words[row, 0] ^ q0)
-            + _popcount64(words[row, 1] ^ q1)
-            + _popcount64(words[row, 2] ^ q2)
-            + _popcount64(words[row, 3] ^ q3)
-        )
-        if d > r or not alive[row]:
+    return _verify(
+        words, ids_off, id_lo, alive, q, qp, r, radii, starts, widths, tables, identity,
+        scratch, n_cand, out_ids, out_dist, n_out,
+    )  # fmt: skip
+
+
+@_jit
+def query_open(
+    words: Any,
+    id_lo: int,
+    alive: Any,
+    n_vis: int,
+    q: Any,
+    r: int,
+    radii: Any,
+    starts: Any,
+    widths: Any,
+    tables: Any,
+    identity: bool,
+    prefix_bits: int,
+    head: Any,
+    link: Any,
+    masks: Any,
+    mask_pop: Any,
+    n_masks_for: Any,
+    scratch: Any,
+    bounds: Any,
+    out_ids: Any,
+    out_dist: Any,
+    n_out: int,
+) -> int:
+    """:func:`query_segment` for an open segment, whose buckets are chains: ``head[c, b]`` is
+    1 + the newest local row in bucket ``b`` of chunk ``c`` (0: empty) and ``link[c, row]``
+    holds that row's chunk suffix in its high 32 bits and 1 + the next older row of the bucket
+    in its low 32 bits.  Rows at or past ``n_vis`` were added after the caller's snapshot: they
+    are walked through (their links are complete, see :func:`open_append`) but not reported."""
+    m = starts.shape[0]
+    n_cand = 0
+    cap = scratch.shape[1]
+    qp = np.empty(4, dtype=np.uint64)
+    if identity:
+        qp[:] = q
+    else:
+        permute(q, tables, qp)
+    low32 = np.uint64(0xFFFFFFFF)
+    for c in range(m):
+        rc = radii[c]
+        if rc < 0:
             continue
-        c = scratch[1, i]
-        if c > 0:
-            if identity:
-                rp[:] = words[row]
+        width = widths[c]
+        s = width - prefix_bits
+        key = _chunk(qp, starts[c], width)
+        qpre = key >> np.uint64(s)
+        qs = key & np.uint64((1 << s) - 1)
+        nm = n_masks_for[rc]
+        # All probed chains advance one step per round: the loads of a round are
+        # independent, so their cache misses overlap (chains are short, a few rounds).
+        active = 0
+        for t in range(nm):
+            j = head[c, qpre ^ masks[t]]
+            if j != 0:
+                bounds[0, active] = j
+                bounds[1, active] = t
+                active += 1
+        while active:
+            kept = 0
+            for a in range(active):
+                row = bounds[0, a] - 1
+                t = bounds[1, a]
+                e = link[c, row]
+                if row < n_vis and _popcount64((e >> np.uint64(32)) ^ qs) <= rc - mask_pop[t]:
+                    if n_cand >= cap:
+                        return -1
+                    scratch[0, n_cand] = row
+                    scratch[1, n_cand] = c
+                    n_cand += 1
+                j = np.int64(e & low32)
+                if j != 0:
+                    bounds[0, kept] = j
+                    bounds[1, kept] = t
+                    kept += 1
+            active = kept
+    empty = np.empty(0, dtype=np.uint32)
+    return _verify(
+        words, empty, id_lo, alive, q, qp, r, radii, starts, widths, tables, identity,
+        scratch, n_cand, out_ids, out_dist, n_out,
+    )  # fmt: skip
+
+
+@_jit
+def open_append(
+    perm: Any, base: int, starts: Any, widths: Any, prefix_bits: int, head: Any, link: Any,
+    buckets: Any,
+) -> None:  # fmt: skip
+    """Link rows ``base .. base + len(perm)`` (already stored, ``perm`` their permuted words)
+    into an open segment's chains.
+
+    Readers walk chains without a lock while this runs, so a head must never point at a row
+    whose link is not written yet.  Hence two passes with a fence between them: first every
+    new row's link (its suffix and the next older row of its bucket: the current head, or an
+    earlier row of the same batch), with ``head`` only read; then the heads move to the newest
+    new row of each bucket.  A reader sees either the old head or a new row whose link is
+    complete, and every chain stays intact at every instant.
+    """
+    k = perm.shape[0]
+    sufs = np.empty(k, dtype=np.uint64)
+    for c in range(starts.shape[0]):
+        width = widths[c]
+        s = width - prefix_bits
+        smask = np.uint64((1 << s) - 1)
+        for i in range(k):
+            key = _chunk(perm[i], starts[c], width)
+            buckets[c, i] = np.int64(key >> np.uint64(s))
+            sufs[i] = key & smask
+        order = np.argsort(buckets[c], kind="mergesort")
+        for x in range(k):
+            i = order[x]
+            b = buckets[c, i]
+            if x > 0 and buckets[c, order[x - 1]] == b:
+                prev = np.uint64(base + order[x - 1] + 1)
             else:
-                permute(words[row], tables, rp)
-        dup = False
-        for c2 in range(c):
-            rc2 = radii[c2]
-            if rc2 >= 0:
-                a = _chunk(rp, starts[c2], widths[c2])
-                b = _chunk(qp, starts[c2], widths[c2])
-                if _popcount64(a ^ b) <= rc2:
-                    dup = True
-                    break
-        if dup:
-            continue
-        if n_out >= out_rows.shape[0]:
-            return -1
-        out_rows[n_out] = row
-        out_dist[n_out] = d
-        n_out += 1
-    return n_out
+                prev = np.uint64(head[c, b])
+            link[c, base + i] = (sufs[i] << np.uint64(32)) | prev
+    _fence()
+    for c in range(starts.shape[0]):
+        for i in range(k):
+            head[c, buckets[c, i]] = np.uint32(base + i + 1)
 
 
 @_jit
 def scan_rows(
     words: Any,
+    ids_off: Any,
+    id_lo: int,
     alive: Any,
-    lo: int,
     hi: int,
     q: Any,
     r: int,
-    out_rows: Any,
+    out_ids: Any,
     out_dist: Any,
     n_out: int,
 ) -> int:
-    """Brute-force rows ``[lo, hi)`` (the side buffer, or everything for radii past the
-    multi-index bound); same output contract as :func:`query_segment`."""
+    """Brute-force local rows ``[0, hi)`` (radii past a layout's multi-index bound); same
+    output contract as :func:`query_segment`."""
     q0 = q[0]
     q1 = q[1]
     q2 = q[2]
     q3 = q[3]
-    for row in range(lo, hi):
+    for row in range(hi):
         d = (
             _popcount64(words[row, 0] ^ q0)
             + _popcount64(words[row, 1] ^ q1)
             + _popcount64(words[row, 2] ^ q2)
             + _popcount64(words[row, 3] ^ q3)
         )
-        if d <= r and alive[row]:
-            if n_out >= out_rows.shape[0]:
-                return -1
-            out_rows[n_out] = row
-            out_dist[n_out] = d
-            n_out += 1
+        if d <= r:
+            ident = _id_of(ids_off, id_lo, row)
+            if alive[ident]:
+                if n_out >= out_ids.shape[0]:
+                    return -1
+                out_ids[n_out] = ident
+                out_dist[n_out] = d
+                n_out += 1
     return n_out
 
 
@@ -237,6 +431,8 @@ def counting_sort(prefix: Any, n_buckets: int, order: Any) -> Any:
 @_jit
 def query_segment_batch(
     words: Any,
+    ids_off: Any,
+    id_lo: int,
     alive: Any,
     queries: Any,
     r: int,
@@ -255,7 +451,7 @@ def query_segment_batch(
     scratch: Any,
     bounds: Any,
     out_q: Any,
-    out_rows: Any,
+    out_ids: Any,
     out_dist: Any,
 ) -> int:
     """:func:`query_segment` over many queries in one call (no Python between queries);
@@ -263,9 +459,50 @@ def query_segment_batch(
     n_out = 0
     for i in range(queries.shape[0]):
         got = query_segment(
-            words, alive, queries[i], r, radii, starts, widths, tables, identity, prefix_bits,
-            offsets, postings, suffixes, masks, mask_pop, n_masks_for, scratch, bounds,
-            out_rows, out_dist, n_out,
+            words, ids_off, id_lo, alive, queries[i], r, radii, starts, widths, tables,
+            identity, prefix_bits, offsets, postings, suffixes, masks, mask_pop, n_masks_for,
+            scratch, bounds, out_ids, out_dist, n_out,
+        )  # fmt: skip
+        if got < 0:
+            return -1
+        for k in range(n_out, got):
+            out_q[k] = i
+        n_out = got
+    return n_out
+
+
+@_jit
+def query_open_batch(
+    words: Any,
+    id_lo: int,
+    alive: Any,
+    n_vis: int,
+    queries: Any,
+    r: int,
+    radii: Any,
+    starts: Any,
+    widths: Any,
+    tables: Any,
+    identity: bool,
+    prefix_bits: int,
+    head: Any,
+    link: Any,
+    masks: Any,
+    mask_pop: Any,
+    n_masks_for: Any,
+    scratch: Any,
+    bounds: Any,
+    out_q: Any,
+    out_ids: Any,
+    out_dist: Any,
+) -> int:
+    """:func:`query_open` over many queries in one call."""
+    n_out = 0
+    for i in range(queries.shape[0]):
+        got = query_open(
+            words, id_lo, alive, n_vis, queries[i], r, radii, starts, widths, tables, identity,
+            prefix_bits, head, link, masks, mask_pop, n_masks_for, scratch, bounds, out_ids,
+            out_dist, n_out,
         )  # fmt: skip
         if got < 0:
             return -1
@@ -278,19 +515,20 @@ def query_segment_batch(
 @_jit
 def scan_rows_batch(
     words: Any,
+    ids_off: Any,
+    id_lo: int,
     alive: Any,
-    lo: int,
     hi: int,
     queries: Any,
     r: int,
     out_q: Any,
-    out_rows: Any,
+    out_ids: Any,
     out_dist: Any,
 ) -> int:
     """:func:`scan_rows` over many queries in one call."""
     n_out = 0
     for i in range(queries.shape[0]):
-        got = scan_rows(words, alive, lo, hi, queries[i], r, out_rows, out_dist, n_out)
+        got = scan_rows(words, ids_off, id_lo, alive, hi, queries[i], r, out_ids, out_dist, n_out)
         if got < 0:
             return -1
         for k in range(n_out, got):

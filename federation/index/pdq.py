@@ -1,28 +1,55 @@
-"""Exact radius search over PDQ hashes, updated incrementally (no rebuild per change).
+"""Exact radius search over PDQ hashes with amortised O(1) add and remove.
 
-Rows are numbered in arrival order and that number is the id :meth:`PdqIndex.add` returns.
-New rows land in a small *side buffer* that every query scans by brute force, so a hash is
-matchable the moment it is added.  When the buffer fills it is sealed into an immutable
-multi-index :class:`~federation.index.segment.Segment`; adjacent segments of similar size
-are merged (a logarithmic merge, as in Bentley–Saxe / LSM trees: the newest two merge while the
-older is at most 4x the newer), so a query probes only a handful of segments (≤ 5 at 10M rows
-added 8,192 at a time) and a bulk ``add`` of many rows builds one segment straight away.
-Removal sets a tombstone bit in O(1); tombstoned rows are skipped by every search.
+Ids.  :meth:`PdqIndex.add` numbers rows in arrival order and returns those numbers as ids.  An
+id never changes — rows move between segments when they are rebuilt, ids go with them — which
+is what :class:`~federation.index.match.MatchIndex` relies on to map ids to log entries.
 
-Cost of an add, precisely: amortised O(log(n / side_capacity)) row-rebuilds per row, not O(1).
-Simulating the merge rule, a row is rebuilt about 1.3 times per doubling of the index: 5.2 times
-at 100k rows, 9.1 at 1M, 13.2 at 10M (rows added one at a time or in 8,192 blocks).  Each
-rebuild costs under a microsecond per row, so a steady stream of single adds at 10M costs about
-10 µs each on average, but the add that triggers a merge into the largest segment pays for the
-whole merge (seconds at 10M) synchronously.  Amortised O(1) would need mutable buckets (append
-new postings to per-bucket overflow arrays, compact every constant fraction of n); that is not
-done.
+Structure.  Every row lives in exactly one segment, and segments own their rows:
 
-Each segment picks its own bit permutation and chunk count from its rows
-(:mod:`federation.index.tuning`).  Results are exact (100% recall) at every radius 0..63: a
-segment answers radii up to its layout's pigeonhole bound (31 for 8 chunks, 43 for 11; see
-:mod:`federation.index.layout`) from its chunk tables and scans its rows beyond that; the side
-buffer is always scanned.
+- the *open* segment (:mod:`federation.index.open_segment`) takes new rows: an add writes the
+  hash and one chain link per chunk, O(chunks), and the row matches once ``add`` returns;
+- when the open segment is full — capacity ``C = max(open_capacity, n_s / 8)``, ``n_s`` the
+  rows in sealed segments when it was opened — it is frozen (still queried) and sealed into a
+  CSR :class:`~federation.index.segment.Segment` with the same layout;
+- when more than ``merge_fanout`` (4) sealed segments exist, all of them are merged into one,
+  with a layout tuned to its rows (:mod:`federation.index.tuning`);
+- an add of at least ``C`` rows at once is built straight into a sealed segment (together with
+  the open segment's rows), in the call: its cost is proportional to the batch.
+
+Cost of an add, precisely: amortised O(1) — O(chunks) to link the row, plus at most 4
+row-rebuilds (permute the row, one counting-sort pass per chunk; well under a microsecond
+each): 1 when its open segment is sealed, and at most 3 in merges, because between two merges
+at least ``4 C >= n_main / 2`` rows are added (every sealed segment holds at least ``C`` adds)
+and a merge rebuilds at most ``n_main`` plus those rows.  Nothing depends on ``n`` except
+through ``C``.  A remove sets a tombstone, O(1); when tombstoned rows exceed a quarter of the
+rows held, a compaction (seal the open segment, merge everything) is scheduled: at least ``n/4``
+removes pay for rebuilding ``n`` rows, so at most 4 row-rebuilds per remove, amortised.
+
+Off the add path.  With ``background=True`` (the default) seals and merges run on a worker
+thread (the compiled kernels release the GIL) while queries keep using the old segments; the
+result is swapped in with one assignment.  An add waits only if the writer gets a full open
+segment ahead of the worker (two frozen segments pending), and ``flush`` waits for the worker.
+``background=False`` does the same work inline, deterministically (tests).  Queries probe at
+most ``merge_fanout + 1`` sealed segments (plus any bulk-built while a merge runs) and at most 3
+open ones, each by the same exact rule.
+
+Tombstoned rows are reclaimed by every rebuild: a seal or merge does not copy a row tombstoned
+before it starts (hash, id and postings are all dropped), so dead rows cost memory only until
+the next rebuild and compaction keeps them under a quarter of the rows held.  The tombstone
+array itself keeps one byte per id ever issued.  While a merge runs, old and new segments
+coexist (peak memory ≈ twice the merged segments).
+
+Threading contract: one writer thread calls ``add``, ``remove``, ``seal``, ``merge``, ``flush``
+and ``save``; any number of threads may call ``query``, ``query_batch``, ``query_dihedral`` and
+``len`` at the same time, without locks.  A query reads the snapshot (:class:`_View`) published
+last before it started: it sees every add and remove that returned before it started, a rebuild
+either wholly or not at all, and an add or remove concurrent with it either way.
+
+Exactness.  Each segment picks its own bit permutation and chunk count
+(:mod:`federation.index.tuning`; open segments take the largest sealed segment's layout).
+Results are exact (100% recall) at every radius 0..63: a segment answers radii up to its
+layout's pigeonhole bound (31 for 8 chunks, 43 for 11; see :mod:`federation.index.layout`) from
+its chunk tables and scans its rows beyond that.
 """
 
 from __future__ import annotations
@@ -32,6 +59,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -39,14 +67,27 @@ import numpy.typing as npt
 
 from federation.core.signals import DIHEDRAL_TRANSFORMS
 from federation.errors import InputError
-from federation.index import _kernels
-from federation.index.layout import PDQ_WORDS, chunk_radii, popcount_rows, probe_masks
-from federation.index.segment import Segment, build_segment, query_segment_numpy
+from federation.index import _kernels, snapshot
+from federation.index.layout import PDQ_WORDS, Layout, default_layout
+from federation.index.open_segment import OpenSegment
+from federation.index.segment import (
+    Found,
+    Segment,
+    build_segment,
+    probe_segment,
+    query_segment_numpy,
+    scan_numpy,
+    scan_rows,
+)
 from federation.index.tuning import choose_layout, sample_rows
 
 PDQ_MAX_RADIUS = 63
 """Largest radius a query may ask for (policy bound of the federation)."""
 
+MAX_FROZEN = 2
+"""Frozen open segments allowed to wait for their seal before an add waits for the worker."""
+
+_NO_IDS = np.empty(0, dtype=np.uint32)
 
 Backend = Literal["auto", "numba", "numpy"]
 HashInput = str | bytes | npt.NDArray[np.uint64]
@@ -65,6 +106,45 @@ class Hits:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """Shape of the index at one instant (for tests, benchmarks and status pages)."""
+
+    segments: tuple[int, ...]
+    """Rows per sealed segment."""
+    open_rows: tuple[int, ...]
+    """Rows per open segment: frozen ones awaiting their seal, then the one taking adds."""
+    live: int
+    """Rows not tombstoned."""
+    held: int
+    """Rows stored: live ones plus tombstoned ones not yet reclaimed."""
+    seals: int
+    """Seals completed since the index was created."""
+    merges: int
+    """Merges completed since the index was created."""
+    busy: bool
+    """True while maintenance is queued or running."""
+
+
+@dataclass(frozen=True, eq=False)
+class _View:
+    """What a query reads: published whole by the writer or the worker, never modified."""
+
+    segments: tuple[Segment, ...]
+    opens: tuple[OpenSegment, ...]
+    counts: tuple[int, ...]
+    """Rows of each open segment visible in this view."""
+    alive: npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class _Task:
+    """One unit of maintenance: seal ``frozen``, or merge ``inputs``."""
+
+    frozen: OpenSegment | None
+    inputs: tuple[Segment, ...]
 
 
 def pdq_words(hashes: HashInput | Sequence[str | bytes]) -> npt.NDArray[np.uint64]:
@@ -99,109 +179,408 @@ def _pick_backend(backend: Backend) -> bool:
 
 
 class PdqIndex:
-    """Exact Hamming-radius search over 256-bit PDQ hashes with O(1) add-visibility and remove."""
+    """Exact Hamming-radius search over 256-bit PDQ hashes with amortised O(1) add and remove
+    (see the module docstring for costs and the threading contract)."""
 
     def __init__(
         self,
         radius_default: int = 31,
         *,
         backend: Backend = "auto",
-        side_capacity: int = 8192,
+        open_capacity: int = 65536,
         max_prefix_bits: int = 20,
         threads: int | None = None,
+        background: bool = True,
+        merge_fanout: int = 4,
     ) -> None:
+        if open_capacity < 1 or merge_fanout < 1:
+            raise InputError("open_capacity and merge_fanout must be positive", code="config")
         self.radius_default = self._check_radius(radius_default)
         self.use_numba = _pick_backend(backend)
-        self.side_capacity = side_capacity
+        self.open_capacity = open_capacity
         self.max_prefix_bits = max_prefix_bits
         self.threads = threads or os.cpu_count() or 1
-        self._words = np.zeros((0, PDQ_WORDS), dtype=np.uint64)
-        self._alive = np.zeros(0, dtype=np.bool_)
-        self._n = 0
+        self.background = background
+        self.merge_fanout = merge_fanout
+        # Writer state: changed under _cond by the writer thread and the worker.
+        self._cond = threading.Condition()
+        self._segments: tuple[Segment, ...] = ()
+        self._frozen: list[OpenSegment] = []
+        self._open: OpenSegment | None = None
+        self._alive = np.zeros(1024, dtype=np.bool_)
+        self._next_id = 0
         self._live = 0
-        self._segments: list[Segment] = []
+        self._held = 0
+        self._dead_held = 0
+        self._merge_wanted = False
+        self._running: _Task | None = None
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._seals = 0
+        self._merges = 0
+        self._view = _View((), (), (), self._alive)
         self._local = threading.local()
 
     # -- updates ---------------------------------------------------------------------------
 
     def add(self, hashes: HashInput | Sequence[str | bytes]) -> npt.NDArray[np.int64]:
-        """Add hashes; returns their ids (consecutive row numbers).  They match at once."""
+        """Add hashes; returns their ids (consecutive, in order).  They match at once."""
         new = pdq_words(hashes)
         k = new.shape[0]
-        self._reserve(self._n + k)
-        first = self._n
-        self._words[first : first + k] = new
-        self._alive[first : first + k] = True
-        self._n += k
-        self._live += k
-        self._seal_if_full()
+        with self._cond:
+            self._raise_worker_error()
+            first = self._next_id
+            if k:
+                self._grow_alive(first + k)
+                self._alive[first : first + k] = True
+                self._next_id += k
+                self._live += k
+                self._held += k
+                cap = self._open.capacity if self._open is not None else self._target_capacity()
+                if k >= cap:
+                    self._add_bulk(new, first)
+                else:
+                    self._add_open(new, first)
+                self._schedule()
         return np.arange(first, first + k, dtype=np.int64)
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Tombstone rows (idempotent); returns how many were live.  Unknown ids raise."""
         rows = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if rows.size and (rows.min() < 0 or rows.max() >= self._n):
-            raise InputError("unknown PDQ index id", code="not_indexed", field="id")
-        rows = np.unique(rows)
-        was = int(self._alive[rows].sum())
-        self._alive[rows] = False
-        self._live -= was
+        with self._cond:
+            self._raise_worker_error()
+            if rows.size and (rows.min() < 0 or rows.max() >= self._next_id):
+                raise InputError("unknown PDQ index id", code="not_indexed", field="id")
+            rows = np.unique(rows)
+            was = int(self._alive[rows].sum())
+            self._alive[rows] = False
+            self._live -= was
+            self._dead_held += was
+            if was and not self._merge_wanted and 4 * self._dead_held > self._held:
+                self._merge_wanted = True
+                self._freeze()
+                self._schedule()
         return was
+
+    def seal(self) -> None:
+        """Freeze the open segment (if it holds rows) and schedule its seal."""
+        with self._cond:
+            self._raise_worker_error()
+            self._freeze()
+            self._schedule()
+
+    def merge(self) -> None:
+        """Compact: seal the open segment and merge every sealed segment into one, dropping
+        tombstoned rows (on the worker unless ``background=False``; :meth:`flush` waits)."""
+        with self._cond:
+            self._raise_worker_error()
+            self._merge_wanted = True
+            self._freeze()
+            self._schedule()
+
+    def flush(self) -> None:
+        """Wait until no maintenance is queued or running; re-raises a worker failure."""
+        with self._cond:
+            self._schedule()
+            while self._worker is not None:
+                self._cond.wait()
+            self._raise_worker_error()
 
     def __len__(self) -> int:
         return self._live
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: raw hashes, tombstones and every segment's tables."""
-        own = self._words[: self._n].nbytes + self._alive[: self._n].nbytes
-        return int(own + sum(s.nbytes for s in self._segments))
+        """Bytes held: tombstones, and every segment's rows and tables."""
+        view = self._view
+        return int(
+            view.alive[: self._next_id].nbytes
+            + sum(s.nbytes for s in view.segments)
+            + sum(o.nbytes for o in view.opens)
+        )
 
     @property
     def segment_sizes(self) -> list[int]:
-        """Rows per segment, oldest first (the side buffer is not a segment)."""
-        return [s.hi - s.lo for s in self._segments]
+        """Rows per sealed segment (open segments are not counted)."""
+        return [s.rows for s in self._view.segments]
 
-    def hashes(self, ids: npt.ArrayLike) -> npt.NDArray[np.uint64]:
-        """Stored hash words of the given ids."""
-        return self._words[np.asarray(ids, dtype=np.int64)]
+    def stats(self) -> IndexStats:
+        """Segment sizes and maintenance counters, read consistently."""
+        with self._cond:
+            view = self._view
+            return IndexStats(
+                segments=tuple(s.rows for s in view.segments),
+                open_rows=view.counts,
+                live=self._live,
+                held=self._held,
+                seals=self._seals,
+                merges=self._merges,
+                busy=self._worker is not None or self._next_task() is not None,
+            )
 
-    def _reserve(self, want: int) -> None:
-        if want <= self._words.shape[0]:
+    def _grow_alive(self, want: int) -> None:
+        if want <= self._alive.shape[0]:
             return
-        # 1.25x growth: amortised O(1) per add without doubling the 10M-hash footprint.
-        cap = max(want, int(self._words.shape[0] * 1.25), 1024)
-        words = np.zeros((cap, PDQ_WORDS), dtype=np.uint64)
-        words[: self._n] = self._words[: self._n]
-        alive = np.zeros(cap, dtype=np.bool_)
-        alive[: self._n] = self._alive[: self._n]
-        self._words, self._alive = words, alive
+        # 1.25x growth keeps the copy amortised O(1) per id; old views keep the old array.
+        alive = np.zeros(max(want, int(self._alive.shape[0] * 1.25)), dtype=np.bool_)
+        alive[: self._next_id] = self._alive[: self._next_id]
+        self._alive = alive
 
-    def _side_lo(self) -> int:
-        return self._segments[-1].hi if self._segments else 0
+    def _target_capacity(self) -> int:
+        sealed = sum(s.rows for s in self._segments)
+        return int(max(self.open_capacity, sealed // 8))
 
-    def _seal_if_full(self) -> None:
-        lo = self._side_lo()
-        if self._n - lo < self.side_capacity:
+    def _main_layout(self) -> Layout:
+        if not self._segments:
+            return default_layout()
+        return max(self._segments, key=lambda s: s.rows).layout
+
+    def _add_open(self, new: npt.NDArray[np.uint64], first: int) -> None:
+        a, k = 0, new.shape[0]
+        while a < k:
+            if self._open is not None and self._open.room == 0:
+                self._freeze()
+            if self._open is None:
+                self._open = OpenSegment(
+                    first + a,
+                    self._target_capacity(),
+                    self._main_layout(),
+                    max_prefix_bits=self.max_prefix_bits,
+                    use_numba=self.use_numba,
+                )
+            take = min(k - a, self._open.room)
+            self._open.append(new[a : a + take])
+            a += take
+            self._publish()
+
+    def _add_bulk(self, new: npt.NDArray[np.uint64], first: int) -> None:
+        words = new.copy()  # the segment owns its rows; the caller may reuse its array
+        ids = np.arange(first, first + new.shape[0], dtype=np.int64)
+        if self._open is not None and self._open.count:
+            old_words, old_ids = self._open.rows(self._open.count)
+            keep = self._alive[old_ids]
+            self._reclaimed(int(old_ids.shape[0] - keep.sum()))
+            words = np.concatenate([old_words[keep], words])
+            ids = np.concatenate([old_ids[keep], ids])
+        self._open = None
+        self._segments += (self._build(words, ids, None, self.threads),)
+        self._publish()
+
+    def _reclaimed(self, dropped: int) -> None:
+        self._held -= dropped
+        self._dead_held -= dropped
+
+    def _freeze(self) -> None:
+        """Retire the open segment from adds and queue its seal (waiting for the worker if
+        :data:`MAX_FROZEN` seals are already queued)."""
+        op, self._open = self._open, None
+        if op is None or op.count == 0:
             return
-        self._segments.append(self._build(lo, self._n))
-        while len(self._segments) >= 2:
-            older, newer = self._segments[-2], self._segments[-1]
-            if (older.hi - older.lo) > 4 * (newer.hi - newer.lo):
-                break
-            self._segments[-2:] = [self._build(older.lo, newer.hi)]
+        if self.background:
+            while len(self._frozen) >= MAX_FROZEN and self._error is None:
+                self._schedule()
+                self._cond.wait()
+        self._frozen.append(op)
+        self._publish()
 
-    def _build(self, lo: int, hi: int) -> Segment:
-        sample = sample_rows(self._words[lo:hi], seed=lo)
-        layout = choose_layout(sample, hi - lo, self.radius_default, self.max_prefix_bits)
+    def _publish(self) -> None:
+        opens = tuple(self._frozen) + ((self._open,) if self._open is not None else ())
+        self._view = _View(self._segments, opens, tuple(o.count for o in opens), self._alive)
+
+    def _build(
+        self,
+        words: npt.NDArray[np.uint64],
+        ids: npt.NDArray[np.int64],
+        layout: Layout | None,
+        threads: int,
+    ) -> Segment:
+        if layout is None:
+            sample = sample_rows(words, seed=int(ids[0]) if ids.shape[0] else 0)
+            layout = choose_layout(
+                sample, words.shape[0], self.radius_default, self.max_prefix_bits
+            )
         return build_segment(
-            self._words,
-            lo,
-            hi,
+            words,
+            ids,
             layout,
             max_prefix_bits=self.max_prefix_bits,
             use_numba=self.use_numba,
+            threads=threads,
         )
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def _next_task(self) -> _Task | None:
+        if self._running is not None:
+            return None
+        if self._frozen:
+            return _Task(self._frozen[0], ())
+        if self._merge_wanted and not self._segments:
+            self._merge_wanted = False
+        if self._merge_wanted or len(self._segments) > self.merge_fanout:
+            return _Task(None, self._segments)
+        return None
+
+    def _schedule(self) -> None:
+        """Run pending maintenance inline, or make sure the worker is running."""
+        if self._error is not None:
+            return
+        if not self.background:
+            while (task := self._next_task()) is not None:
+                self._start(task)
+                self._finish(task, *self._execute(task, self.threads))
+            return
+        if self._worker is None and self._next_task() is not None:
+            self._worker = threading.Thread(
+                target=self._work, name="pdq-index-maintenance", daemon=True
+            )
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                task = self._next_task() if self._error is None else None
+                if task is None:
+                    self._worker = None
+                    self._cond.notify_all()
+                    return
+                self._start(task)
+            try:
+                # One thread: the other cores stay with the queries.
+                seg, dropped = self._execute(task, 1)
+            except BaseException as exc:  # re-raised in the writer by _raise_worker_error
+                with self._cond:
+                    self._running = None
+                    self._error = exc
+                    self._worker = None
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._finish(task, seg, dropped)
+                self._cond.notify_all()
+
+    def _start(self, task: _Task) -> None:
+        self._running = task
+        if task.frozen is None:
+            self._merge_wanted = False
+
+    def _execute(self, task: _Task, threads: int) -> tuple[Segment | None, int]:
+        """Build the replacement segment (no lock held: the inputs are immutable and the
+        tombstones only ever turn off).  Rows already tombstoned are not copied."""
+        alive = self._alive
+        if task.frozen is not None:
+            parts = [task.frozen.rows(task.frozen.count)]
+            layout: Layout | None = task.frozen.layout
+        else:
+            parts = [(s.words, s.ids) for s in task.inputs]
+            layout = None
+        total = sum(int(ids.shape[0]) for _, ids in parts)
+        keeps = [alive[ids] for _, ids in parts]
+        words = np.concatenate([w[k] for (w, _), k in zip(parts, keeps, strict=True)])
+        ids = np.concatenate([i[k] for (_, i), k in zip(parts, keeps, strict=True)])
+        if ids.shape[0] > 1 and (np.diff(ids) < 0).any():
+            order = np.argsort(ids, kind="stable")
+            words, ids = words[order], ids[order]
+        dropped = total - int(ids.shape[0])
+        if ids.shape[0] == 0:
+            return None, dropped
+        return self._build(np.ascontiguousarray(words), ids, layout, threads), dropped
+
+    def _finish(self, task: _Task, seg: Segment | None, dropped: int) -> None:
+        new = () if seg is None else (seg,)
+        if task.frozen is not None:
+            self._frozen.remove(task.frozen)
+            self._segments += new
+            self._seals += 1
+        else:
+            self._segments = new + tuple(s for s in self._segments if s not in task.inputs)
+            self._merges += 1
+        self._reclaimed(dropped)
+        self._running = None
+        self._publish()
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a snapshot directory (see :mod:`federation.index.snapshot`); adds wait."""
+        with self._cond:
+            view = self._view
+            snapshot.write(
+                Path(path),
+                snapshot.Contents(
+                    settings=snapshot.Settings(
+                        radius_default=self.radius_default,
+                        max_prefix_bits=self.max_prefix_bits,
+                        open_capacity=self.open_capacity,
+                        merge_fanout=self.merge_fanout,
+                    ),
+                    next_id=self._next_id,
+                    live=self._live,
+                    alive=self._alive[: self._next_id],
+                    segments=view.segments,
+                    opens=tuple(
+                        snapshot.OpenRows(
+                            o.id_lo, o.capacity, o.layout, o.rows(n)[0], o in self._frozen
+                        )
+                        for o, n in zip(view.opens, view.counts, strict=True)
+                    ),
+                ),
+                threads=self.threads,
+            )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        backend: Backend = "auto",
+        threads: int | None = None,
+        background: bool = True,
+    ) -> PdqIndex:
+        """An index restored from :meth:`save`'s directory; raises StorageError if the
+        snapshot is missing, corrupt, foreign or of another format version."""
+        got = snapshot.read(Path(path), threads=threads or os.cpu_count() or 1)
+        s = got.settings
+        index = cls(
+            s.radius_default,
+            backend=backend,
+            open_capacity=s.open_capacity,
+            max_prefix_bits=s.max_prefix_bits,
+            threads=threads,
+            background=background,
+            merge_fanout=s.merge_fanout,
+        )
+        with index._cond:
+            index._grow_alive(got.next_id)
+            index._alive[: got.next_id] = got.alive
+            index._next_id = got.next_id
+            index._live = got.live
+            index._segments = got.segments
+            for o in got.opens:
+                op = OpenSegment(
+                    o.id_lo,
+                    o.capacity,
+                    o.layout,
+                    max_prefix_bits=s.max_prefix_bits,
+                    use_numba=index.use_numba,
+                )
+                op.append(o.words)
+                if o.frozen:
+                    index._frozen.append(op)
+                else:
+                    index._open = op
+            index._held = sum(seg.rows for seg in got.segments) + sum(
+                o.words.shape[0] for o in got.opens
+            )
+            index._dead_held = index._held - got.live
+            index._publish()
+            index._schedule()
+        return index
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -224,25 +603,28 @@ class PdqIndex:
     def query_batch(
         self, queries: HashInput | Sequence[str | bytes], max_distance: int | None = None
     ) -> list[Hits]:
-        """:meth:`query` for many hashes: one compiled call per block, blocks spread over
-        ``threads`` threads (the kernels release the GIL)."""
+        """:meth:`query` for many hashes: one compiled call per block and segment, blocks
+        spread over ``threads`` threads (the kernels release the GIL)."""
         words = pdq_words(queries)
         r = self._check_radius(self.radius_default if max_distance is None else max_distance)
+        view = self._view
         n = words.shape[0]
         if n < 2 * self.threads or self.threads == 1:
-            qidx, rows, dist = self._search(words, r)
+            qidx, ids, dist = self._search(view, words, r)
         else:
             bounds = np.linspace(0, n, self.threads + 1).astype(np.int64).tolist()
             blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
             with ThreadPoolExecutor(self.threads) as pool:
-                parts = list(pool.map(lambda ab: self._search(words[ab[0] : ab[1]], r), blocks))
+                parts = list(
+                    pool.map(lambda ab: self._search(view, words[ab[0] : ab[1]], r), blocks)
+                )
             qidx = np.concatenate([p[0] + a for p, (a, _) in zip(parts, blocks, strict=True)])
-            rows = np.concatenate([p[1] for p in parts])
+            ids = np.concatenate([p[1] for p in parts])
             dist = np.concatenate([p[2] for p in parts])
-        order = np.lexsort((rows, dist, qidx))
-        qidx, rows, dist = qidx[order], rows[order], dist[order]
+        order = np.lexsort((ids, dist, qidx))
+        qidx, ids, dist = qidx[order], ids[order], dist[order]
         cuts = np.searchsorted(qidx, np.arange(n + 1)).tolist()
-        return [Hits(rows[a:b], dist[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return [Hits(ids[a:b], dist[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
     def query_dihedral(
         self, variants: HashInput | Sequence[str | bytes], max_distance: int | None = None
@@ -264,50 +646,63 @@ class PdqIndex:
         order = np.lexsort((ids, dist))
         return Hits(ids[order], dist[order], tr[order])
 
-    def _search(
-        self, queries: npt.NDArray[np.uint64], r: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """All hits of a block of queries as unsorted (query number, row, distance) arrays.
+    def _search(self, view: _View, queries: npt.NDArray[np.uint64], r: int) -> Found:
+        """All hits of a block of queries as unsorted (query number, id, distance) arrays.
 
         A segment whose layout cannot answer ``r`` from its tables (radius past its pigeonhole
-        bound) is scanned instead, as is the side buffer, so every row is examined exactly by
-        one of the two exact methods."""
+        bound) is scanned instead, so every row is examined by one of the two exact methods."""
         if not self.use_numba:
-            found = [self._search_numpy(queries[i], r) for i in range(queries.shape[0])]
-            qidx = np.concatenate([np.full(f[0].shape[0], i) for i, f in enumerate(found)])
-            rows = np.concatenate([f[0] for f in found])
-            dist = np.concatenate([f[1] for f in found])
-            return qidx.astype(np.int64), rows, dist
+            return self._search_numpy(view, queries, r)
+        alive, scratch = view.alive, self._buffer
         parts = [
-            self._probe(s, queries, r)
+            probe_segment(s, alive, queries, r, scratch)
             if r <= s.layout.max_radius
-            else self._scan_batch(queries, r, s.lo, s.hi)
-            for s in self._segments
+            else scan_rows(s.words, s.ids_off, s.id_lo, s.rows, alive, queries, r)
+            for s in view.segments
         ]
-        if self._side_lo() < self._n or not parts:
-            parts.append(self._scan_batch(queries, r, self._side_lo(), self._n))
+        parts += [
+            o.probe(n, alive, queries, r, scratch)
+            if r <= o.layout.max_radius
+            else scan_rows(o.words, _NO_IDS, o.id_lo, n, alive, queries, r)
+            for o, n in zip(view.opens, view.counts, strict=True)
+            if n
+        ]
         if len(parts) == 1:
             return parts[0]
+        empty = np.empty(0, dtype=np.int64)
         return (
-            np.concatenate([p[0] for p in parts]),
-            np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]),
+            np.concatenate([empty] + [p[0] for p in parts]),
+            np.concatenate([empty] + [p[1] for p in parts]),
+            np.concatenate([empty] + [p[2] for p in parts]),
         )
 
-    def _search_numpy(
-        self, q: npt.NDArray[np.uint64], r: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        parts = []
-        for s in self._segments:
-            if r <= s.layout.max_radius:
-                radii = chunk_radii(r, len(s.layout.widths))
-                parts.append(query_segment_numpy(s, self._words, self._alive, q, r, radii))
-            else:
-                parts.append(self._scan(q, r, s.lo, s.hi))
-        parts.append(self._scan(q, r, self._side_lo(), self._n))
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    def _search_numpy(self, view: _View, queries: npt.NDArray[np.uint64], r: int) -> Found:
+        alive = view.alive
+        qidx, ids, dist = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)], []
+        dist.append(np.empty(0, dtype=np.int64))
+        for i in range(queries.shape[0]):
+            q = queries[i]
+            for s in view.segments:
+                if r <= s.layout.max_radius:
+                    found = query_segment_numpy(s, alive, q, r)
+                else:
+                    found = scan_numpy(s.words, s.ids_off, s.id_lo, alive, q, r)
+                qidx.append(np.full(found[0].shape[0], i, dtype=np.int64))
+                ids.append(found[0])
+                dist.append(found[1])
+            for o, n in zip(view.opens, view.counts, strict=True):
+                if not n:
+                    continue
+                if r <= o.layout.max_radius:
+                    found = o.query_numpy(n, alive, q, r)
+                else:
+                    found = scan_numpy(o.words[:n], _NO_IDS, o.id_lo, alive, q, r)
+                qidx.append(np.full(found[0].shape[0], i, dtype=np.int64))
+                ids.append(found[0])
+                dist.append(found[1])
+        return np.concatenate(qidx), np.concatenate(ids), np.concatenate(dist)
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    def _buffer(self, name: str, shape: tuple[int, int]) -> npt.NDArray[np.int64]:
         """A per-thread scratch array reused across queries (allocating ~100 KB per query
         would cost page faults on every call); grown, never shrunk."""
         have: npt.NDArray[np.int64] | None = getattr(self._local, name, None)
@@ -315,55 +710,3 @@ class PdqIndex:
             have = np.empty(shape, dtype=np.int64)
             setattr(self._local, name, have)
         return have
-
-    def _probe(
-        self, seg: Segment, queries: npt.NDArray[np.uint64], r: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
-        layout = seg.layout
-        radii = chunk_radii(r, len(layout.widths))
-        starts, widths = layout.arrays
-        bounds = self._buffer("bounds", (2, masks.shape[0]))
-        scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
-        while True:
-            scratch = self._buffer("scratch", (2, scratch_cap))
-            out = self._buffer("out", (3, cap))
-            got = _kernels.query_segment_batch(
-                self._words, self._alive, queries, r, radii, starts, widths, layout.tables,
-                layout.identity, seg.prefix_bits, seg.offsets, seg.postings, seg.suffixes,
-                masks, weights, n_masks_for, scratch, bounds, out[0], out[1], out[2],
-            )  # fmt: skip
-            if got >= 0:
-                return out[0, :got].copy(), out[1, :got].copy(), out[2, :got].copy()
-            # Cannot tell which buffer overflowed; growing both is cheap and rare.
-            scratch_cap = scratch.shape[1] * 8
-            cap = out.shape[1] * 8
-
-    def _scan_batch(
-        self, queries: npt.NDArray[np.uint64], r: int, lo: int, hi: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        cap = max(256, 4 * queries.shape[0])
-        while True:
-            out_q = np.empty(cap, dtype=np.int64)
-            out_rows = np.empty(cap, dtype=np.int64)
-            out_dist = np.empty(cap, dtype=np.int64)
-            got = _kernels.scan_rows_batch(
-                self._words, self._alive, lo, hi, queries, r, out_q, out_rows, out_dist
-            )
-            if got >= 0:
-                return out_q[:got], out_rows[:got], out_dist[:got]
-            cap *= 8
-
-    def _scan(
-        self, q: npt.NDArray[np.uint64], r: int, lo: int, hi: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Vectorised brute force over rows ``[lo, hi)`` in cache-sized blocks (numpy path)."""
-        rows_out = [np.empty(0, dtype=np.int64)]
-        dist_out = [np.empty(0, dtype=np.int64)]
-        for a in range(lo, hi, 1 << 16):
-            b = min(hi, a + (1 << 16))
-            d = popcount_rows(self._words[a:b] ^ q.reshape(1, -1))
-            keep = np.flatnonzero((d <= r) & self._alive[a:b])
-            rows_out.append(keep + a)
-            dist_out.append(d[keep])
-        return np.concatenate(rows_out), np.concatenate(dist_out)

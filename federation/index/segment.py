@@ -1,17 +1,23 @@
-"""One immutable multi-index segment: CSR chunk tables over a contiguous range of rows.
+"""One sealed multi-index segment: its own rows and CSR chunk tables over them, immutable.
 
-A segment covers rows ``[lo, hi)`` of the index's hash array and has its own
-:class:`~federation.index.layout.Layout` (bit permutation and chunking, chosen from its rows by
-:mod:`federation.index.tuning`).  For each chunk of the permuted row it stores a direct table of
-``2**prefix_bits + 1`` offsets over the chunk's top bits, the row numbers sorted by those bits
-(uint32 postings) and the chunk's remaining low bits beside them (uint8 or uint16 suffixes).  A
-probe reads one offset pair and then filters the bucket on the inline suffix before touching
-the 32-byte hash, so the table can stay at ~1M entries per chunk (4 MB, cache friendly) while
-the effective chunk width stays 23–32 bits.  No Python object exists per hash.
+A segment holds a set of index rows (the 32-byte hashes, and the id of each as an offset from
+``id_lo``, ascending) and has its own :class:`~federation.index.layout.Layout` (bit permutation
+and chunking, chosen from its rows by :mod:`federation.index.tuning`).  For each chunk of the
+permuted row it stores a direct table of ``2**prefix_bits + 1`` offsets over the chunk's top
+bits, the local row numbers sorted by those bits (uint32 postings) and the chunk's remaining low
+bits beside them (uint8 or uint16 suffixes).  A probe reads one offset pair and then filters the
+bucket on the inline suffix before touching the 32-byte hash, so the table can stay at ~1M
+entries per chunk (4 MB, cache friendly) while the effective chunk width stays 23–32 bits.  No
+Python object exists per hash.
+
+Owning its rows is what lets the index drop tombstoned rows when it rebuilds segments (their
+hash, id and postings are simply not copied) and swap a rebuilt segment in with one assignment.
+Tombstones live outside, in the index-wide ``alive`` array indexed by id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,6 +28,7 @@ from federation.index import _kernels
 from federation.index.layout import (
     Layout,
     chunk_keys,
+    chunk_radii,
     permute_rows,
     popcount,
     popcount_rows,
@@ -29,15 +36,26 @@ from federation.index.layout import (
     probe_masks,
 )
 
+Found = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+"""Unsorted hits of a block of queries: (query number, id, distance)."""
+
+Scratch = Callable[[str, tuple[int, int]], npt.NDArray[np.int64]]
+"""Per-thread reusable int64 buffer of at least the given shape, by name."""
+
+MAX_SEGMENT_ROWS = 2**32 - 1
+"""Postings and id offsets are uint32."""
+
 
 @dataclass(frozen=True, eq=False)
 class Segment:
-    """Chunk tables over rows ``[lo, hi)``; immutable once built (tombstones live outside)."""
+    """Rows and their chunk tables; immutable once built."""
 
-    lo: int
-    """First row covered."""
-    hi: int
-    """One past the last row covered."""
+    words: npt.NDArray[np.uint64]
+    """``(rows, 4)`` hash words of the rows, in id order."""
+    ids_off: npt.NDArray[np.uint32]
+    """``(rows,)`` id of each row minus ``id_lo``, strictly increasing."""
+    id_lo: int
+    """Smallest id held (the base of ``ids_off``)."""
     layout: Layout
     """Bit permutation and chunking the tables were built with."""
     prefix_bits: int
@@ -45,42 +63,60 @@ class Segment:
     offsets: npt.NDArray[np.uint32]
     """``(chunks, 2**prefix_bits + 1)`` CSR offsets into postings/suffixes."""
     postings: npt.NDArray[np.uint32]
-    """``(chunks, hi - lo)`` absolute row numbers, bucket by bucket."""
+    """``(chunks, rows)`` local row numbers, bucket by bucket."""
     suffixes: npt.NDArray[np.unsignedinteger]
-    """``(chunks, hi - lo)`` low chunk bits of each posting (uint8 or uint16)."""
+    """``(chunks, rows)`` low chunk bits of each posting (uint8 or uint16)."""
+
+    @property
+    def rows(self) -> int:
+        """Rows held."""
+        return int(self.words.shape[0])
+
+    @property
+    def ids(self) -> npt.NDArray[np.int64]:
+        """Id of each row."""
+        return self.ids_off.astype(np.int64) + self.id_lo
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the tables."""
-        return int(self.offsets.nbytes + self.postings.nbytes + self.suffixes.nbytes)
+        """Bytes held: rows, ids and tables."""
+        arrays = (self.words, self.ids_off, self.offsets, self.postings, self.suffixes)
+        return int(sum(a.nbytes for a in arrays))
+
+
+def suffix_dtype(layout: Layout, prefix_bits: int) -> type[np.unsignedinteger]:
+    """Narrowest dtype holding a chunk's bits below the prefix."""
+    return np.uint8 if max(layout.widths) - prefix_bits <= 8 else np.uint16
 
 
 def build_segment(
     words: npt.NDArray[np.uint64],
-    lo: int,
-    hi: int,
+    ids: npt.NDArray[np.int64],
     layout: Layout,
     *,
     max_prefix_bits: int,
     use_numba: bool,
+    threads: int = 1,
 ) -> Segment:
-    """Build the chunk tables for rows ``[lo, hi)`` (chunks in parallel threads)."""
-    n = hi - lo
+    """Build a segment owning ``words`` (``(n, 4)``, C-contiguous, not shared) whose rows have
+    the strictly increasing ``ids``; chunk tables built on ``threads`` threads."""
+    n = words.shape[0]
+    if n > MAX_SEGMENT_ROWS or (n and int(ids[-1]) - int(ids[0]) > MAX_SEGMENT_ROWS):
+        raise ValueError("a segment holds at most 2**32 - 1 rows and id span")
+    id_lo = int(ids[0]) if n else 0
     widths, starts = layout.widths, layout.starts
     p = prefix_bits_for(n, widths, max_prefix_bits)
-    s_max = max(widths) - p
-    suffix_dtype = np.uint8 if s_max <= 8 else np.uint16
     m = len(widths)
     offsets = np.empty((m, (1 << p) + 1), dtype=np.uint32)
     postings = np.empty((m, n), dtype=np.uint32)
-    suffixes = np.empty((m, n), dtype=suffix_dtype)
+    suffixes = np.empty((m, n), dtype=suffix_dtype(layout, p))
     if layout.identity:
-        block = words[lo:hi]
+        block = words
     elif use_numba:
         block = np.empty((n, words.shape[1]), dtype=np.uint64)
-        _kernels.permute_all(words, lo, hi, layout.tables, block)
+        _kernels.permute_all(words, 0, n, layout.tables, block)
     else:
-        block = permute_rows(words[lo:hi], layout)
+        block = permute_rows(words, layout)
 
     def one(c: int) -> None:
         width = widths[c]
@@ -95,28 +131,112 @@ def build_segment(
             counts = np.bincount(prefix, minlength=1 << p)
             offsets[c, 0] = 0
             np.cumsum(counts, out=offsets[c, 1:])
-        postings[c] = order + np.uint32(lo)
+        postings[c] = order
         suffixes[c] = (keys & np.uint64((1 << s) - 1))[order]
 
-    if n >= 65536:
-        with ThreadPoolExecutor() as pool:
+    if threads > 1 and n >= 65536:
+        with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, range(m)))
     else:
         for c in range(m):
             one(c)
-    return Segment(lo, hi, layout, p, offsets, postings, suffixes)
+    ids_off = (ids - id_lo).astype(np.uint32)
+    return Segment(words, ids_off, id_lo, layout, p, offsets, postings, suffixes)
+
+
+def probe_segment(
+    seg: Segment,
+    alive: npt.NDArray[np.bool_],
+    queries: npt.NDArray[np.uint64],
+    r: int,
+    scratch_for: Scratch,
+) -> Found:
+    """Every live row of ``seg`` within ``r`` (≤ its layout's bound) of each query (numba)."""
+    masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
+    layout = seg.layout
+    radii = chunk_radii(r, len(layout.widths))
+    starts, widths = layout.arrays
+    bounds = scratch_for("bounds", (2, masks.shape[0]))
+    scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
+    while True:
+        scratch = scratch_for("scratch", (2, scratch_cap))
+        out = scratch_for("out", (3, cap))
+        got = _kernels.query_segment_batch(
+            seg.words, seg.ids_off, seg.id_lo, alive, queries, r, radii, starts, widths,
+            layout.tables, layout.identity, seg.prefix_bits, seg.offsets, seg.postings,
+            seg.suffixes, masks, weights, n_masks_for, scratch, bounds, out[0], out[1], out[2],
+        )  # fmt: skip
+        if got >= 0:
+            return out[0, :got].copy(), out[1, :got].copy(), out[2, :got].copy()
+        # Cannot tell which buffer overflowed; growing both is cheap and rare.
+        scratch_cap = scratch.shape[1] * 8
+        cap = out.shape[1] * 8
+
+
+def scan_rows(
+    words: npt.NDArray[np.uint64],
+    ids_off: npt.NDArray[np.uint32],
+    id_lo: int,
+    hi: int,
+    alive: npt.NDArray[np.bool_],
+    queries: npt.NDArray[np.uint64],
+    r: int,
+) -> Found:
+    """Brute force over local rows ``[0, hi)`` (numba); ``ids_off`` empty means consecutive
+    ids from ``id_lo``."""
+    cap = max(256, 4 * queries.shape[0])
+    while True:
+        out_q = np.empty(cap, dtype=np.int64)
+        out_ids = np.empty(cap, dtype=np.int64)
+        out_dist = np.empty(cap, dtype=np.int64)
+        got = _kernels.scan_rows_batch(
+            words, ids_off, id_lo, alive, hi, queries, r, out_q, out_ids, out_dist
+        )
+        if got >= 0:
+            return out_q[:got], out_ids[:got], out_dist[:got]
+        cap *= 8
+
+
+def ids_at(
+    ids_off: npt.NDArray[np.uint32], id_lo: int, rows: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Ids of local ``rows``; an empty ``ids_off`` means consecutive ids from ``id_lo``."""
+    if ids_off.shape[0] == 0:
+        return rows.astype(np.int64) + id_lo
+    return ids_off[rows].astype(np.int64) + id_lo
+
+
+def scan_numpy(
+    words: npt.NDArray[np.uint64],
+    ids_off: npt.NDArray[np.uint32],
+    id_lo: int,
+    alive: npt.NDArray[np.bool_],
+    q: npt.NDArray[np.uint64],
+    r: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Vectorised brute force over ``words`` in cache-sized blocks (ids as for :func:`ids_at`)."""
+    ids_out = [np.empty(0, dtype=np.int64)]
+    dist_out = [np.empty(0, dtype=np.int64)]
+    for a in range(0, words.shape[0], 1 << 16):
+        b = min(words.shape[0], a + (1 << 16))
+        d = popcount_rows(words[a:b] ^ q.reshape(1, -1))
+        keep = np.flatnonzero(d <= r)
+        ids = ids_at(ids_off, id_lo, keep + a)
+        live = alive[ids]
+        ids_out.append(ids[live])
+        dist_out.append(d[keep[live]])
+    return np.concatenate(ids_out), np.concatenate(dist_out)
 
 
 def query_segment_numpy(
     seg: Segment,
-    words: npt.NDArray[np.uint64],
     alive: npt.NDArray[np.bool_],
     q: npt.NDArray[np.uint64],
     radius: int,
-    radii: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """The numpy twin of ``_kernels.query_segment``: same rows, same distances."""
+    """The numpy twin of ``_kernels.query_segment``: same ids, same distances."""
     masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
+    radii = chunk_radii(radius, len(seg.layout.widths))
     qrow = q.reshape(1, -1)
     qperm = permute_rows(qrow, seg.layout)
     found: list[npt.NDArray[np.uint32]] = []
@@ -138,11 +258,26 @@ def query_segment_numpy(
         limit = np.repeat(rc - weights[:nm], lens)
         near = popcount(seg.suffixes[c, idx] ^ (key & ((1 << s) - 1))) <= limit
         found.append(seg.postings[c, idx[near]])
+    return verify_numpy(seg.words, seg.ids_off, seg.id_lo, alive, found, qrow, radius)
+
+
+def verify_numpy(
+    words: npt.NDArray[np.uint64],
+    ids_off: npt.NDArray[np.uint32],
+    id_lo: int,
+    alive: npt.NDArray[np.bool_],
+    found: list[npt.NDArray[np.uint32]],
+    qrow: npt.NDArray[np.uint64],
+    radius: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Distinct candidate local rows → (id, distance) of the live ones within ``radius``."""
     if not found:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
     rows = np.unique(np.concatenate(found)).astype(np.int64)
-    rows = rows[alive[rows]]
+    ids = ids_at(ids_off, id_lo, rows)
+    live = alive[ids]
+    rows, ids = rows[live], ids[live]
     dist = popcount_rows(words[rows] ^ qrow)
     keep = dist <= radius
-    return rows[keep], dist[keep]
+    return ids[keep], dist[keep]

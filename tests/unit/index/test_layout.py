@@ -117,10 +117,10 @@ def test_clustered_data_matches_brute_force(
     monkeypatch.setattr(pdq_module, "choose_layout", forced)
     rng = np.random.default_rng(n_chunks)
     stored = skewed(rng, 6000)
-    index = PdqIndex(backend=backend, side_capacity=2000)  # type: ignore[arg-type]
+    index = PdqIndex(backend=backend, open_capacity=2000)  # type: ignore[arg-type]
     index.add(stored[:5000])  # one segment ...
     for a in range(5000, stored.shape[0], 100):
-        index.add(stored[a : a + 100])  # ... and a side buffer
+        index.add(stored[a : a + 100])  # ... and an open segment
     assert 0 < sum(index.segment_sizes) < stored.shape[0]
     gone = rng.choice(stored.shape[0], 300, replace=False)
     index.remove(gone)

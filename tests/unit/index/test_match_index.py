@@ -17,7 +17,7 @@ def near(bits: int) -> str:
 
 
 def test_pdq_results_sorted_by_distance_origin_index() -> None:
-    index = MatchIndex(PdqIndex(side_capacity=4))
+    index = MatchIndex(PdqIndex(open_capacity=4))
     index.add_pdq_batch([near(3), near(0), near(3)], "b.example", [9, 4, 2])
     index.add("pdq", near(3).upper(), EntryRef("a.example", 50))
     index.add("pdq", near(40), EntryRef("a.example", 51))

@@ -58,7 +58,7 @@ def test_every_planted_distance_found(backend: str, radius: int) -> None:
     rng = np.random.default_rng(radius)
     q = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
     stored = planted(rng, 3000, q, min(radius + 1, 64))
-    index = PdqIndex(backend=backend, side_capacity=500)  # type: ignore[arg-type]
+    index = PdqIndex(backend=backend, open_capacity=500)  # type: ignore[arg-type]
     for a in range(0, stored.shape[0], 700):
         index.add(stored[a : a + 700])
     # both paths exercised: rows in sealed segments and rows still in the side buffer
@@ -74,16 +74,16 @@ def test_every_planted_distance_found(backend: str, radius: int) -> None:
 @given(
     seed=st.integers(0, 2**32 - 1),
     radius=st.sampled_from([0, 3, 31, 32, 63]),
-    side=st.sampled_from([8, 64, 10_000]),
+    cap=st.sampled_from([8, 64, 10_000]),
     backend=st.sampled_from(["numpy", "numba"] if _kernels.HAVE_NUMBA else ["numpy"]),
     ops=st.lists(st.tuples(st.sampled_from(["add", "remove"]), st.integers(1, 120)), max_size=8),
 )
 def test_matches_brute_force_through_adds_and_removals(
-    seed: int, radius: int, side: int, backend: str, ops: list[tuple[str, int]]
+    seed: int, radius: int, cap: int, backend: str, ops: list[tuple[str, int]]
 ) -> None:
     rng = np.random.default_rng(seed)
     q = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
-    index = PdqIndex(backend=backend, side_capacity=side)  # type: ignore[arg-type]
+    index = PdqIndex(backend=backend, open_capacity=cap)  # type: ignore[arg-type]
     stored = planted(rng, 200, q, radius + 1)
     index.add(stored)
     alive = np.ones(stored.shape[0], dtype=np.bool_)

@@ -1,0 +1,197 @@
+"""The open segment: the index's mutable tail, where new rows land and match at once.
+
+An open segment has a fixed capacity, ids ``id_lo, id_lo + 1, ...`` in arrival order, and the
+same chunk tables as a sealed :class:`~federation.index.segment.Segment` except that each bucket
+is a chain instead of a sorted run: ``head[c, b]`` is 1 + the newest row in bucket ``b`` of
+chunk ``c`` (0: empty) and ``link[c, row]`` packs the row's chunk suffix (high 32 bits) with
+1 + the next older row of its bucket (low 32 bits), one 8-byte load per chain step.  Appending
+a row therefore costs O(chunks) — write its hash and one link per chunk, move one head per
+chunk — and queries use the same exact pigeonhole probe as sealed segments, with the layout the
+segment was opened with.  When full it is frozen (no more appends) and later sealed into a CSR
+segment, which queries faster.
+
+Arrays are allocated at full capacity on the first append with ``np.zeros``, which the C
+library serves with fresh, lazily committed pages: memory grows with the rows actually written
+and nothing is ever copied to grow.  Ids are consecutive, so none are stored.
+
+Concurrency: one writer appends; any number of readers query concurrently without a lock.
+A reader passes the row count of its snapshot (``n_vis``); rows appended later may appear in
+chains it walks, and are stepped over.  The writer links new rows before moving any head (see
+``_kernels.open_append``), so every chain a reader walks is complete.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from federation.index import _kernels
+from federation.index.layout import (
+    PDQ_WORDS,
+    Layout,
+    chunk_keys,
+    chunk_radii,
+    permute_rows,
+    popcount,
+    prefix_bits_for,
+    probe_masks,
+)
+from federation.index.segment import Found, Scratch, verify_numpy
+
+_NO_IDS = np.empty(0, dtype=np.uint32)
+"""``ids_off`` of an open segment: empty means consecutive ids."""
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+class OpenSegment:
+    """Append-only rows with chained chunk tables (one writer, lock-free readers)."""
+
+    def __init__(
+        self, id_lo: int, capacity: int, layout: Layout, *, max_prefix_bits: int, use_numba: bool
+    ) -> None:
+        if not 0 < capacity < 2**32 - 1:
+            raise ValueError("open segment capacity must be in 1 .. 2**32 - 2")
+        self.id_lo = id_lo
+        self.capacity = capacity
+        self.layout = layout
+        self.prefix_bits = prefix_bits_for(capacity, layout.widths, max_prefix_bits)
+        self.use_numba = use_numba
+        self.count = 0
+        """Rows appended (the writer's view; readers use their snapshot's count)."""
+        m = len(layout.widths)
+        self.words = np.zeros((0, PDQ_WORDS), dtype=np.uint64)
+        self.head = np.zeros((m, 0), dtype=np.uint32)
+        self.link = np.zeros((m, 0), dtype=np.uint64)
+
+    @property
+    def room(self) -> int:
+        """Rows that can still be appended."""
+        return self.capacity - self.count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes committed: the head tables once allocated, and the rows written so far."""
+        if self.words.shape[0] == 0:
+            return 0
+        per_row = self.words.itemsize * PDQ_WORDS + self.link.itemsize * self.link.shape[0]
+        return int(self.head.nbytes + per_row * self.count)
+
+    def append(self, rows: npt.NDArray[np.uint64]) -> None:
+        """Store and link ``rows`` (at most :attr:`room`); the caller publishes the new count."""
+        k = rows.shape[0]
+        if k > self.room:
+            raise ValueError("open segment overflow")
+        if k == 0:
+            return
+        if self.words.shape[0] == 0:
+            m = len(self.layout.widths)
+            self.head = np.zeros((m, (1 << self.prefix_bits)), dtype=np.uint32)
+            self.link = np.zeros((m, self.capacity), dtype=np.uint64)
+            self.words = np.zeros((self.capacity, PDQ_WORDS), dtype=np.uint64)
+        base = self.count
+        self.words[base : base + k] = rows
+        starts, widths = self.layout.arrays
+        if self.use_numba:
+            perm = rows
+            if not self.layout.identity:
+                perm = np.empty_like(rows)
+                _kernels.permute_all(rows, 0, k, self.layout.tables, perm)
+            buckets = np.empty((len(widths), k), dtype=np.int64)
+            _kernels.open_append(
+                perm, base, starts, widths, self.prefix_bits, self.head, self.link, buckets
+            )
+        else:
+            self._append_numpy(permute_rows(rows, self.layout), base)
+        self.count += k
+
+    def _append_numpy(self, perm: npt.NDArray[np.uint64], base: int) -> None:
+        """The numpy twin of ``_kernels.open_append`` (links first, then heads).  Readers on
+        this path hold the GIL between numpy calls, whose hand-offs order the writes."""
+        k = perm.shape[0]
+        moves = []
+        for c, (start, width) in enumerate(
+            zip(self.layout.starts, self.layout.widths, strict=True)
+        ):
+            s = width - self.prefix_bits
+            keys = chunk_keys(perm, start, width)
+            buckets = (keys >> np.uint64(s)).astype(np.int64)
+            order = np.argsort(buckets, kind="stable")
+            ob = buckets[order]
+            first = np.ones(k, dtype=np.bool_)
+            first[1:] = ob[1:] != ob[:-1]
+            prev = np.empty(k, dtype=np.uint64)
+            prev[first] = self.head[c, ob[first]]
+            later = np.flatnonzero(~first)
+            prev[later] = (base + order[later - 1] + 1).astype(np.uint64)
+            suffix = keys[order] & np.uint64((1 << s) - 1)
+            self.link[c, base + order] = (suffix << np.uint64(32)) | prev
+            last = np.ones(k, dtype=np.bool_)
+            last[:-1] = ob[1:] != ob[:-1]
+            moves.append((ob[last], (base + order[last] + 1).astype(np.uint32)))
+        for c, (buckets_c, rows_c) in enumerate(moves):
+            self.head[c, buckets_c] = rows_c
+
+    def rows(self, n: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+        """Words and ids of the first ``n`` rows (a view of the words, not a copy)."""
+        return self.words[:n], np.arange(self.id_lo, self.id_lo + n, dtype=np.int64)
+
+    def probe(
+        self,
+        n_vis: int,
+        alive: npt.NDArray[np.bool_],
+        queries: npt.NDArray[np.uint64],
+        r: int,
+        scratch_for: Scratch,
+    ) -> Found:
+        """Every live row among the first ``n_vis`` within ``r`` (≤ the layout's bound) of each
+        query (numba)."""
+        masks, weights, n_masks_for = probe_masks(self.prefix_bits)
+        layout = self.layout
+        radii = chunk_radii(r, len(layout.widths))
+        starts, widths = layout.arrays
+        bounds = scratch_for("bounds", (2, masks.shape[0]))
+        scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
+        while True:
+            scratch = scratch_for("scratch", (2, scratch_cap))
+            out = scratch_for("out", (3, cap))
+            got = _kernels.query_open_batch(
+                self.words, self.id_lo, alive, n_vis, queries, r, radii, starts, widths,
+                layout.tables, layout.identity, self.prefix_bits, self.head, self.link, masks,
+                weights, n_masks_for, scratch, bounds, out[0], out[1], out[2],
+            )  # fmt: skip
+            if got >= 0:
+                return out[0, :got].copy(), out[1, :got].copy(), out[2, :got].copy()
+            scratch_cap = scratch.shape[1] * 8
+            cap = out.shape[1] * 8
+
+    def query_numpy(
+        self, n_vis: int, alive: npt.NDArray[np.bool_], q: npt.NDArray[np.uint64], radius: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The numpy twin of ``_kernels.query_open``: all probed chains are walked one step
+        per round, as arrays."""
+        masks, weights, n_masks_for = probe_masks(self.prefix_bits)
+        radii = chunk_radii(radius, len(self.layout.widths))
+        qrow = q.reshape(1, -1)
+        qperm = permute_rows(qrow, self.layout)
+        found: list[npt.NDArray[np.uint32]] = []
+        for c, rc in enumerate(radii.tolist()):
+            if rc < 0:
+                continue
+            width = self.layout.widths[c]
+            s = width - self.prefix_bits
+            key = int(chunk_keys(qperm, self.layout.starts[c], width)[0])
+            nm = int(n_masks_for[rc])
+            cur = self.head[c, (masks[:nm] ^ np.uint64(key >> s)).astype(np.int64)]
+            limit = rc - weights[:nm]
+            while True:
+                step = cur != 0
+                cur, limit = cur[step], limit[step]
+                if cur.shape[0] == 0:
+                    break
+                row = cur.astype(np.int64) - 1
+                entry = self.link[c, row]
+                near = popcount((entry >> np.uint64(32)) ^ np.uint64(key & ((1 << s) - 1)))
+                found.append(row[(row < n_vis) & (near <= limit)].astype(np.uint32))
+                cur = entry & _LOW32
+        return verify_numpy(self.words, _NO_IDS, self.id_lo, alive, found, qrow, radius)
