@@ -16,10 +16,11 @@ platforms that only consume give them too.
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,11 +45,12 @@ from federation.log.writer import AnyEntry, AppendResult
 from federation.server.auth import require_role
 from federation.server.context import NODE, NodeContext
 from federation.server.errors import PolicyError, validation_error
-from federation.server.routes import JSON_TYPE, b64, caller, read_json
+from federation.server.routes import JSON_TYPE, caller, read_json
 
 CLIENT_ROLE = "submit"
 _ITEM = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", Submission, Retraction, Opinion)
 
 
 class SubmissionItem(BaseModel):
@@ -127,6 +129,35 @@ def _validate(model: type[M], data: object, prefix: str) -> M:
         raise validation_error(exc, prefix) from None
 
 
+_NODE_FIELDS = frozenset({"kind", "origin", "created"})
+"""Entry fields the node sets; a client item naming one is refused (by the item model)."""
+
+
+def _stamp(ctx: NodeContext) -> dict[str, object]:
+    """The fields the node sets on every entry of a request: its member id and the time."""
+    return {"origin": ctx.config.node.member_id, "created": int(ctx.clock())}
+
+
+def _entry(
+    item: type[BaseModel], model: type[E], raw: object, stamp: dict[str, object], prefix: str
+) -> E:
+    """The entry for client item ``raw``: its fields plus the node's ``stamp``.
+
+    One validation on the common path: an item that names no node-set field validates as the
+    entry itself, whose fields are the item's own with the same types.  Anything refused is
+    validated again as the item, so every error (code, field path, message) is the one the
+    item model gives; what only the entry model refuses (a retraction of another origin's
+    entry) is then refused by it, as before.
+    """
+    if type(raw) is dict and _NODE_FIELDS.isdisjoint(raw):
+        try:
+            return model.model_validate({**raw, **stamp})
+        except ValidationError:
+            pass
+    valid = _validate(item, raw, prefix)
+    return _validate(model, {**dict(valid), **stamp}, prefix)
+
+
 def _need_submitter(ctx: NodeContext) -> None:
     if Role.SUBMITTER not in ctx.member.roles:
         raise ForbiddenError(
@@ -138,9 +169,10 @@ def _need_submitter(ctx: NodeContext) -> None:
 async def _receipts(ctx: NodeContext, result: AppendResult) -> bytes:
     """The ``{"receipts": [...]}`` body, built as bytes.
 
-    Proofs of a fresh batch come from the hashes the append already holds (no read), and
-    each entry is spliced in as its leaf bytes — the canonical JSON of the signed entry —
-    instead of being dumped from the model and encoded again.
+    Proofs of a fresh batch come from the hashes the append already holds (no read).  Each
+    entry is spliced in as its leaf bytes — the canonical JSON of the signed entry — instead
+    of being dumped from the model and encoded again, and what every receipt of the batch
+    shares (the checkpoint note, the upper proof hashes) is encoded once.
     """
     size = result.checkpoint.size
     indexes = [item.index for item in result.appended]
@@ -150,20 +182,32 @@ async def _receipts(ctx: NodeContext, result: AppendResult) -> bytes:
             proofs = await reader.inclusion_proofs(
                 conn, ctx.writer.origin, indexes, size, result.tree_hashes
             )
+    note = result.note
+    note_json = json.dumps(note).encode()
+    encoded: dict[bytes, str] = {}
     parts: list[bytes] = []
     for item, proof in zip(result.appended, proofs, strict=True):
         leaf = item.leaf or leaf_bytes(item.signed)
-        receipt = TlogProof(item.index, tuple(proof), result.note, extra=leaf)
-        rest = {
-            "index": item.index,
-            "leaf_hash": item.leaf_hash.hex(),
-            "checkpoint": result.note,
-            "inclusion_proof": b64(proof),
-            "receipt": receipt.serialise(),
-            "existing": item.existing,
-        }
-        # rest dumps to '{...}': open the object with the entry member, then the others.
-        parts.append(b'{"entry":' + leaf + b"," + json.dumps(rest).encode()[1:])
+        hashes = []
+        for h in proof:
+            text = encoded.get(h)
+            if text is None:
+                text = encoded[h] = base64.b64encode(h).decode()
+            hashes.append(text)
+        receipt = TlogProof(item.index, tuple(proof), note, extra=leaf).serialise()
+        parts.append(
+            b'{"entry":%b,"index":%d,"leaf_hash":"%b","checkpoint":%b,"inclusion_proof":%b,'
+            b'"receipt":%b,"existing":%b}'
+            % (
+                leaf,
+                item.index,
+                item.leaf_hash.hex().encode(),
+                note_json,
+                json.dumps(hashes).encode(),
+                json.dumps(receipt).encode(),
+                b"true" if item.existing else b"false",
+            )
+        )
     return b'{"receipts":[' + b",".join(parts) + b"]}"
 
 
@@ -194,30 +238,23 @@ def _prepare(request: web.Request, submitter: bool) -> NodeContext:
     return ctx
 
 
-def _stamp(ctx: NodeContext, item: BaseModel) -> dict[str, Any]:
-    """Item fields plus the node's origin and time, ready for the entry model."""
-    fields = type(item).model_fields
-    data = {name: getattr(item, name) for name in fields if getattr(item, name) is not None}
-    data.update(origin=ctx.config.node.member_id, created=int(ctx.clock()))
-    return data
-
-
 async def post_submissions(request: web.Request) -> web.Response:
     """``POST /v1/submissions``: append submissions, answer 201 with receipts."""
     ctx = _prepare(request, submitter=True)
     items = _batch(await read_json(request), "submissions", ctx.config.limits.max_batch)
     minimum = ctx.manifest.manifest.policy.min_pdq_quality
+    stamp = _stamp(ctx)
     batch: list[AnyEntry] = []
     for i, raw in enumerate(items):
         prefix = f"submissions.{i}"
-        item = _validate(SubmissionItem, raw, prefix)
-        if isinstance(item.signal, PdqSignal) and item.signal.quality < minimum:
+        entry = _entry(SubmissionItem, Submission, raw, stamp, prefix)
+        if isinstance(entry.signal, PdqSignal) and entry.signal.quality < minimum:
             raise PolicyError(
-                f"PDQ quality {item.signal.quality} is below the federation minimum {minimum}",
+                f"PDQ quality {entry.signal.quality} is below the federation minimum {minimum}",
                 code="pdq_quality_too_low",
                 field=f"{prefix}.signal.quality",
             )
-        batch.append(_validate(Submission, _stamp(ctx, item), prefix))
+        batch.append(entry)
     return await _append(ctx, "submissions", batch)
 
 
@@ -225,10 +262,11 @@ async def post_retractions(request: web.Request) -> web.Response:
     """``POST /v1/retractions``: tombstone earlier submissions of this member."""
     ctx = _prepare(request, submitter=True)
     items = _batch(await read_json(request), "retractions", ctx.config.limits.max_batch)
-    batch: list[AnyEntry] = []
-    for i, raw in enumerate(items):
-        item = _validate(RetractionItem, raw, f"retractions.{i}")
-        batch.append(_validate(Retraction, _stamp(ctx, item), f"retractions.{i}"))
+    stamp = _stamp(ctx)
+    batch: list[AnyEntry] = [
+        _entry(RetractionItem, Retraction, raw, stamp, f"retractions.{i}")
+        for i, raw in enumerate(items)
+    ]
     return await _append(ctx, "retractions", batch)
 
 
@@ -236,10 +274,10 @@ async def post_opinions(request: web.Request) -> web.Response:
     """``POST /v1/opinions``: record this member's verdicts on entries."""
     ctx = _prepare(request, submitter=False)
     items = _batch(await read_json(request), "opinions", ctx.config.limits.max_batch)
-    batch: list[AnyEntry] = []
-    for i, raw in enumerate(items):
-        item = _validate(OpinionItem, raw, f"opinions.{i}")
-        batch.append(_validate(Opinion, _stamp(ctx, item), f"opinions.{i}"))
+    stamp = _stamp(ctx)
+    batch: list[AnyEntry] = [
+        _entry(OpinionItem, Opinion, raw, stamp, f"opinions.{i}") for i, raw in enumerate(items)
+    ]
     return await _append(ctx, "opinions", batch)
 
 
