@@ -9,7 +9,8 @@ parsed entries, so pickling it back costs little.
 
 Per leaf (spec/audit.md §3.3): the leaf is the canonical encoding of a signed entry
 (``malformed_leaf``), signed by the origin's log key (``bad_entry_signature``), an entry *of*
-that origin (``wrong_entry_origin``), and not created at or after the origin's suspension
+that origin (``wrong_entry_origin``), and not refused by the origin's suspension: at or beyond
+its ``suspended_size``, or created at or after its ``suspended_at``
 (``entry_after_suspension``).
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from federation.audit import findings as F
 from federation.core.entries import Opinion, Retraction, Submission, leaf_hash, verify_leaf
 from federation.core.keys import PublicKey
+from federation.core.manifest import suspension_refusal
 from federation.errors import VerificationError
 
 KIND_INVALID = 0
@@ -40,6 +42,7 @@ class ChunkTask:
     member_id: str
     log_vkey: str
     suspended_at: int | None
+    suspended_size: int | None
     start: int
     leaves: tuple[bytes, ...]
 
@@ -101,6 +104,18 @@ def _leaf_finding(code: str, task: ChunkTask, index: int, leaf: bytes, msg: str)
     )
 
 
+def _suspension_finding(
+    task: ChunkTask, index: int, leaf: bytes, created: int, refusal: str
+) -> F.Finding:
+    """``entry_after_suspension``, with ``created`` and the suspension (``suspended_at``,
+    ``suspended_size``: whichever the member has) as evidence."""
+    bad = _leaf_finding(F.ENTRY_AFTER_SUSPENSION, task, index, leaf, refusal)
+    rules = {"suspended_at": task.suspended_at, "suspended_size": task.suspended_size}
+    evidence = {**bad.evidence, "created": created}
+    evidence.update({k: v for k, v in rules.items() if v is not None})
+    return bad.model_copy(update={"evidence": evidence})
+
+
 def verify_chunk(task: ChunkTask) -> ChunkResult:
     """Verify every leaf of ``task``; never raises for a bad leaf (it becomes a finding)."""
     key = _key(task.log_vkey)
@@ -133,25 +148,9 @@ def verify_chunk(task: ChunkTask) -> ChunkResult:
                     f"entry of {entry.origin!r} in the log of {task.member_id!r}",
                 )
             )
-        if task.suspended_at is not None and entry.created >= task.suspended_at:
-            bad = _leaf_finding(
-                F.ENTRY_AFTER_SUSPENSION,
-                task,
-                index,
-                leaf,
-                f"created at {entry.created}, at or after the suspension at {task.suspended_at}",
-            )
-            found.append(
-                bad.model_copy(
-                    update={
-                        "evidence": {
-                            **bad.evidence,
-                            "created": entry.created,
-                            "suspended_at": task.suspended_at,
-                        }
-                    }
-                )
-            )
+        refusal = suspension_refusal(task.suspended_at, task.suspended_size, index, entry.created)
+        if refusal is not None:
+            found.append(_suspension_finding(task, index, leaf, entry.created, refusal))
         counts[f"kind:{entry.kind}"] += 1
         minutes[entry.created // 60] += 1
         if isinstance(entry, Submission):

@@ -42,7 +42,14 @@ async def stream_leaves(
         nonlocal buf, buf_start
         if not buf:
             return
-        task = ChunkTask(member.id, member.log_vkey, member.suspended_at, buf_start, tuple(buf))
+        task = ChunkTask(
+            member.id,
+            member.log_vkey,
+            member.suspended_at,
+            member.suspended_size,
+            buf_start,
+            tuple(buf),
+        )
         if executor is None:
             fut: asyncio.Future[ChunkResult] = loop.create_future()
             fut.set_result(verify_chunk(task))

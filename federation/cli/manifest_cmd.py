@@ -168,16 +168,50 @@ def run_add_member(args: argparse.Namespace) -> int:
     return _edit(args, change)
 
 
+def _suspend(member: dict[str, Any], at: int | None, at_size: int | None, now: int) -> None:
+    """Suspend ``member`` (manifest JSON) by time, by log size, or both.
+
+    Without ``--at-size`` the suspension is by time (``--at``, default now).  A suspended
+    member may gain the rule it lacks (typically: suspended by time at once, then by the
+    witnessed size the stewards vouch for) or a lower ``suspended_size``; anything else is
+    refused here rather than by every node (``manifest_suspension_weakened``, or a
+    ``suspended_at`` that would change).
+    """
+    who = repr(member["id"])
+    if member.get("status") != "suspended":
+        member["status"] = "suspended"
+        if at is not None or at_size is None:
+            member["suspended_at"] = now if at is None else at
+        if at_size is not None:
+            member["suspended_size"] = at_size
+        return
+    if at is None and at_size is None:
+        raise InputError(f"member {who} is already suspended", field="id")
+    if at is not None:
+        if "suspended_at" in member:
+            raise InputError(
+                f"member {who} is already suspended at {member['suspended_at']}", field="at"
+            )
+        member["suspended_at"] = at
+    if at_size is not None:
+        held = member.get("suspended_size")
+        if held is not None and at_size > held:
+            raise InputError(
+                f"member {who} is suspended at log size {held}; a later version may lower it,"
+                f" not raise it to {at_size}",
+                code="manifest_suspension_weakened",
+                field="at_size",
+            )
+        member["suspended_size"] = at_size
+
+
 def run_suspend(args: argparse.Namespace) -> int:
     """``manifest suspend``."""
 
     def change(data: dict[str, Any], now: int) -> None:
         for member in data["members"]:
             if member["id"] == args.id:
-                if member["status"] == "suspended":
-                    raise InputError(f"member {args.id!r} is already suspended", field="id")
-                member["status"] = "suspended"
-                member["suspended_at"] = now if args.at is None else args.at
+                _suspend(member, args.at, args.at_size, now)
                 return
         raise InputError(
             f"no member {args.id!r} in the manifest", code="unknown_member", field="id"
@@ -318,10 +352,31 @@ def register(subparsers: Any) -> None:
     add.add_argument("--witness-vkey", metavar="VKEY", help="cosignature vkey (witnesses)")
     add.set_defaults(func=run_add_member)
 
-    suspend = sub.add_parser("suspend", help="suspend a member")
+    suspend = sub.add_parser(
+        "suspend",
+        help="suspend a member (by time, by log size, or both)",
+        description=(
+            "Suspend a member: its requests get 403 and its entries are refused -- those"
+            " created at or after --at, and those at log index >= --at-size whatever their"
+            " created time.  After a log-key compromise use --at-size: a thief can back-date"
+            " created, not a log position.  Give the size of the last checkpoint of the"
+            " member's log that was witnessed (cosigned) before the compromise."
+        ),
+    )
     _file_args(suspend, out_help=edit_out)
     suspend.add_argument("--id", required=True)
-    suspend.add_argument("--at", type=int, metavar="UNIX", help="effective time (default: now)")
+    suspend.add_argument(
+        "--at",
+        type=int,
+        metavar="UNIX",
+        help="refuse entries created at or after this time (default: now, unless --at-size)",
+    )
+    suspend.add_argument(
+        "--at-size",
+        type=int,
+        metavar="N",
+        help="refuse entries at log index >= N: the log size the stewards vouch for",
+    )
     suspend.set_defaults(func=run_suspend)
 
     policy = sub.add_parser("set-policy", help="change federation policy")

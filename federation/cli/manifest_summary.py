@@ -36,6 +36,7 @@ def summary(signed: SignedManifest, authority: Manifest | None, verified: bool) 
                 "endpoint": x.endpoint,
                 "log_origin": x.log_origin,
                 **({"suspended_at": x.suspended_at} if x.suspended_at is not None else {}),
+                **({"suspended_size": x.suspended_size} if x.suspended_size is not None else {}),
             }
             for x in m.members
         ],
@@ -82,3 +83,18 @@ def print_summary(info: dict[str, Any]) -> None:
             for x in info["members"]
         ]
         print_table(rows, ("ID", "NAME", "ROLES", "STATUS", "ENDPOINT"))
+    suspensions = [(x["id"], _suspension(x)) for x in info["members"] if x["status"] == "suspended"]
+    if suspensions:
+        print()
+        print_fields([(f"suspended {who}", rule) for who, rule in suspensions])
+
+
+def _suspension(member: dict[str, Any]) -> str:
+    """What a member's suspension refuses, in words."""
+    rules = []
+    if "suspended_size" in member:
+        rules.append(f"entries at log index >= {member['suspended_size']}")
+    if "suspended_at" in member:
+        at = member["suspended_at"]
+        rules.append(f"entries created at or after {_when(at)} ({at})")
+    return "; ".join(rules)

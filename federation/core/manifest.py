@@ -142,6 +142,23 @@ class TransportKey(BaseModel):
         return PublicKey.from_raw(self.key_id, KeyType.ED25519, base64.b64decode(self.public_key))
 
 
+def suspension_refusal(
+    suspended_at: int | None, suspended_size: int | None, index: int, created: int
+) -> str | None:
+    """Why a suspension refuses the entry at log ``index`` created at ``created``, or None.
+
+    The one rule replication, the auditor and the spec share (spec/entries.md §6): an entry is
+    refused if its index is at or beyond ``suspended_size`` (whatever its ``created``), or if
+    it was created at or after ``suspended_at``.  Both apply when both are set.  The size rule
+    comes first because it is the one a thief holding the log key cannot get round.
+    """
+    if suspended_size is not None and index >= suspended_size:
+        return f"index {index} is at or beyond the suspension at log size {suspended_size}"
+    if suspended_at is not None and created >= suspended_at:
+        return f"created at {created}, at or after the suspension at {suspended_at}"
+    return None
+
+
 def _check_roles(value: tuple[Role, ...]) -> tuple[Role, ...]:
     if not value:
         raise ValueError("at least one role is required")
@@ -174,7 +191,16 @@ class Member(BaseModel):
     status: Literal["active", "suspended"] = "active"
     """``suspended`` members get 403 and their new entries are refused."""
     suspended_at: UnixSeconds | None = Field(default=None, validate_default=True)
-    """When the suspension took effect; required iff ``status`` is ``suspended``."""
+    """When the suspension took effect: entries created at or after it are refused.
+
+    Only with ``status`` ``suspended``, which needs ``suspended_at``, ``suspended_size`` or both.
+    """
+    suspended_size: Count | None = Field(default=None, validate_default=True)
+    """Size of the member's log the stewards vouch for: entries at index ≥ it are refused.
+
+    Whatever their ``created`` (a stolen log key can back-date that, not a log position).
+    Only with ``status`` ``suspended``; a later version may lower it, never raise or drop it.
+    """
 
     @field_validator("log_vkey")
     @classmethod
@@ -196,13 +222,32 @@ class Member(BaseModel):
 
     @field_validator("suspended_at")
     @classmethod
-    def _suspension(cls, value: int | None, info: ValidationInfo) -> int | None:
-        status = info.data.get("status")
-        if status == "suspended" and value is None:
-            raise ValueError("a suspended member needs suspended_at")
-        if status == "active" and value is not None:
+    def _suspended_at(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("status") == "active" and value is not None:
             raise ValueError("an active member must not have suspended_at")
         return value
+
+    @field_validator("suspended_size")
+    @classmethod
+    def _suspended_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        status = info.data.get("status")
+        if status == "active" and value is not None:
+            raise ValueError("an active member must not have suspended_size")
+        # A suspended_at that failed its own validation is absent here and reported itself.
+        if status == "suspended" and value is None and info.data.get("suspended_at", 0) is None:
+            raise ValueError("a suspended member needs suspended_at, suspended_size or both")
+        return value
+
+    def active_at(self, at: int) -> bool:
+        """Whether the member may act at unix time ``at``: sign requests, witness, be witnessed.
+
+        A suspension by time takes effect at ``suspended_at``; one by log size alone at once.
+        """
+        return self.status == "active" or (self.suspended_at is not None and at < self.suspended_at)
+
+    def entry_refusal(self, index: int, created: int) -> str | None:
+        """Why the suspension refuses this member's entry at log ``index``, or None."""
+        return suspension_refusal(self.suspended_at, self.suspended_size, index, created)
 
     def log_key(self) -> PublicKey:
         """The member's checkpoint verifier key."""
@@ -326,15 +371,13 @@ class Manifest(BaseModel):
         return None
 
     def is_active(self, member_id: str, at: int) -> bool:
-        """Whether the member exists and was not suspended at unix time ``at``.
+        """Whether the member exists and may act at unix time ``at`` (:meth:`Member.active_at`).
 
-        A suspension takes effect at ``suspended_at``: entries the member created before it
-        stay valid, later ones are refused.
+        For requests and witnessing, at the verifier's clock.  Entries are judged by
+        :meth:`Member.entry_refusal` instead: by their log index and their ``created``.
         """
         member = self.member(member_id)
-        if member is None:
-            return False
-        return member.suspended_at is None or at < member.suspended_at
+        return member is not None and member.active_at(at)
 
     def steward_keys(self) -> dict[str, PublicKey]:
         """Steward verifier keys by their hex8 C2SP key id."""
@@ -465,6 +508,7 @@ def accept_update(previous: SignedManifest, new: SignedManifest) -> None:
             code="manifest_issued_before_previous",
         )
     _check_log_identities(old, cur)
+    _check_suspended_sizes(old, cur)
     verify_manifest(new, trusted=old)
 
 
@@ -486,6 +530,30 @@ def _check_log_identities(old: Manifest, cur: Manifest) -> None:
                 " a log's identity is fixed (suspend the member and admit a new one instead)",
                 code="manifest_log_identity_changed",
             )
+
+
+def _check_suspended_sizes(old: Manifest, cur: Manifest) -> None:
+    """A ``suspended_size`` may be lowered by a later version, never raised or dropped.
+
+    Raising it, dropping it (or the suspension), or removing the member would let entries a
+    thief appended beyond the vouched size be applied after all — by nodes that have not yet
+    pulled them, or by one that re-adds the member later.  Lowering it only refuses more.
+    """
+    for before in old.members:
+        if before.suspended_size is None:
+            continue
+        after = cur.member(before.id)
+        if after is None or after.suspended_size is None:
+            what = "removes member" if after is None else "drops the suspended_size of member"
+        elif after.suspended_size > before.suspended_size:
+            what = f"raises to {after.suspended_size} the suspended_size of member"
+        else:
+            continue
+        raise VerificationError(
+            f"manifest {what} {before.id!r} (suspended at log size {before.suspended_size});"
+            " a suspension by log size may only be lowered",
+            code="manifest_suspension_weakened",
+        )
 
 
 def parse_signed_manifest(data: bytes) -> SignedManifest:

@@ -230,8 +230,10 @@ def _check_consistent(
 
 
 def _check_leaf(
-    member: Member, key: PublicKey, manifest: Manifest, index: int, data: bytes
+    member: Member, key: PublicKey, owner: Member | None, index: int, data: bytes
 ) -> SignedEntry:
+    """One leaf's checks; ``owner`` is the log's member in the manifest in force (None: not
+    listed there, so every entry is refused)."""
     try:
         signed = verify_leaf(data, key)
     except VerificationError as exc:
@@ -245,9 +247,14 @@ def _check_leaf(
             code=WRONG_ENTRY_ORIGIN,
             field=f"leaves[{index}]",
         )
-    if not manifest.is_active(member.id, entry.created):
+    refusal = (
+        "not a member of the manifest in force"
+        if owner is None
+        else owner.entry_refusal(index, entry.created)
+    )
+    if refusal is not None:
         raise VerificationError(
-            f"leaf {index} was created at {entry.created}, after {member.id!r} was suspended",
+            f"leaf {index} of {member.id!r} is refused: {refusal}",
             code=MEMBER_SUSPENDED,
             field=f"leaves[{index}]",
         )
@@ -258,14 +265,14 @@ _SliceResult = tuple[list[SignedEntry], VerificationError | None]
 
 
 def _check_slice(
-    member: Member, key: PublicKey, manifest: Manifest, leaves: Sequence[tuple[int, bytes]]
+    member: Member, key: PublicKey, owner: Member | None, leaves: Sequence[tuple[int, bytes]]
 ) -> _SliceResult:
     """The per-leaf checks of a run of leaves, in order, up to the first failure (returned,
     not raised, so the caller can still report an earlier leaf's duplicate id first)."""
     out: list[SignedEntry] = []
     for index, data in leaves:
         try:
-            out.append(_check_leaf(member, key, manifest, index, data))
+            out.append(_check_leaf(member, key, owner, index, data))
         except VerificationError as exc:
             return out, exc
     return out, None
@@ -296,7 +303,8 @@ def verify_batch(
     trusted size (``checkpoint_rollback``); it is consistent with the trusted checkpoint
     (:class:`InconsistentCheckpoint`); the leaves are exactly ``trusted.size ..
     checkpoint.size - 1`` (``leaves_not_contiguous``); each leaf is canonical, by this member,
-    validly signed, and not created after a suspension, and no entry id repeats; and the
+    validly signed, and not refused by a suspension (at or beyond ``suspended_size``, or
+    created at or after ``suspended_at``: ``member_suspended``), and no entry id repeats; and the
     leaves extend the trusted tree to exactly the checkpoint's root (``root_mismatch``).
 
     With ``end`` below the checkpoint's size the leaves must be ``trusted.size .. end - 1`` and
@@ -330,11 +338,12 @@ def verify_batch(
             code=LEAVES_NOT_CONTIGUOUS,
         )
     key = member.log_key()
+    owner = manifest.member(member.id)
     parts = 1 if pool is None else max(1, min(_POOL_SLICES, len(leaves) // _MIN_SLICE))
     slices = _slices(leaves, parts)
 
     def check(run: Sequence[tuple[int, bytes]]) -> _SliceResult:
-        return _check_slice(member, key, manifest, run)
+        return _check_slice(member, key, owner, run)
 
     results = map(check, slices) if parts == 1 or pool is None else pool.map(check, slices)
     out: list[VerifiedLeaf] = []

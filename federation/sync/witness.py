@@ -13,9 +13,10 @@ witnesses::
 
 The answers follow the spec's status codes: 200 with the cosignature line(s), 400 malformed
 request or ``old`` larger than the checkpoint, 403 no valid signature by the log's key (or the
-member is suspended), 404 an origin not in the manifest, 409 ``old`` is not the size we hold
-(body: our size in decimal, ``Content-Type: text/x.tlog.size``) or same size with another
-root, 422 a consistency proof that does not verify.
+member is suspended now, or the checkpoint is larger than its ``suspended_size``), 404 an origin
+not in the manifest, 409 ``old`` is not the size we hold (body: our size in decimal,
+``Content-Type: text/x.tlog.size``) or same size with another root, 422 a consistency proof
+that does not verify.
 
 The new state is committed *before* the cosignature leaves the node, and the commit is
 conditional on the stored size still being ``old``: two racing requests (or two processes on
@@ -179,15 +180,24 @@ class Witness:
         if member is None:
             raise NotFoundError(f"no member has log origin {origin!r}", code="unknown_origin")
         now = int(self._clock())
-        if not manifest.is_active(member.id, now):
+        if not member.active_at(now):
             raise ForbiddenError(f"member {member.id} is suspended", code="member_suspended")
         try:
-            return open_checkpoint(signed, member.log_key(), expected_origin=origin)
+            cp = open_checkpoint(signed, member.log_key(), expected_origin=origin)
         except VerificationError as exc:
             raise ForbiddenError(
                 f"checkpoint is not validly signed by {member.id}'s log key: {exc.message}",
                 code="unverified_checkpoint",
             ) from None
+        # Only reachable while a suspended_at is still ahead: a suspension by size alone makes
+        # the member inactive at once.  Either way nothing beyond the vouched size is cosigned.
+        if member.suspended_size is not None and cp.size > member.suspended_size:
+            raise ForbiddenError(
+                f"checkpoint {cp.size} of {member.id} is beyond its suspension at log size"
+                f" {member.suspended_size}",
+                code="member_suspended",
+            )
+        return cp
 
     async def add_checkpoint(self, body: bytes) -> list[NoteSignature]:
         """Handle one ``add-checkpoint``; the cosignature lines to answer with (200).

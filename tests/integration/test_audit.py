@@ -1,4 +1,5 @@
-"""The auditor against a real ``hashfed serve`` node: honest pass, bundles, a tampered database.
+"""The auditor against a real ``hashfed serve`` node: honest pass, bundles, a tampered database,
+back-dated entries beyond a suspension at a log size.
 
 Everything runs as the operator would: ``python -m federation audit`` and ``log export`` as
 subprocesses against a node on loopback with its own SQLite file.
@@ -12,13 +13,16 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from federation.core.manifest import parse_signed_manifest, sign_manifest, signed_manifest_json
 from tests.integration.harness import REPO, Federation, Node, client, make_federation
+from tests.integration.test_manifest_update import thief_appends
 
 LABELS = {"categories": ["csam"], "severity": "high", "confirmed_by": "police"}
 
@@ -151,3 +155,46 @@ def test_unreachable_node_exits_3(fed: tuple[Federation, Node]) -> None:
     federation, _ = fed
     result = hashfed("audit", "--manifest", federation.manifest, "http://127.0.0.1:9", "--no-state")
     assert result.returncode == 3, result.stdout + result.stderr
+
+
+def suspend_police(federation: Federation, path: Path, **suspension: int) -> Path:
+    """A manifest like the federation's with police suspended as given, signed and written."""
+    assert federation.steward is not None
+    base = parse_signed_manifest(federation.manifest.read_bytes()).manifest
+    members = tuple(
+        m.model_copy(update={"status": "suspended", **suspension}) if m.id == "police" else m
+        for m in base.members
+    )
+    signed = sign_manifest(base.model_copy(update={"members": members}), [federation.steward])
+    path.write_text(json.dumps(signed_manifest_json(signed)))
+    return path
+
+
+def test_back_dated_entries_beyond_suspended_size_fail(
+    fed: tuple[Federation, Node], tmp_path: Path
+) -> None:
+    """A thief with police's log key appends two entries back-dated an hour; a suspension by
+    time misses them, one at the size the stewards vouch for (45) does not."""
+    federation, node = fed
+    node.stop()
+    now = int(time.time())
+    asyncio.run(thief_appends(node.spec, now - 3600, 2))
+    node.start()
+
+    by_time = suspend_police(federation, tmp_path / "by-time.json", suspended_at=now)
+    result = hashfed("audit", "--manifest", by_time, node.url, "--no-state", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr  # the gap
+
+    by_size = suspend_police(federation, tmp_path / "by-size.json", suspended_size=45)
+    result = hashfed(
+        "audit", "--manifest", by_size, node.url, "--no-state", "--json", "--workers", "2"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = report_of(result)
+    assert fail_codes(report) == {"entry_after_suspension"}
+    police = next(o for o in report["origins"] if o["member_id"] == "police")
+    assert police["size"] == 47
+    found = [f for f in police["findings"] if f["code"] == "entry_after_suspension"]
+    assert [f["evidence"]["index"] for f in found] == [45, 46]
+    assert {f["evidence"]["suspended_size"] for f in found} == {45}
+    assert {f["evidence"]["created"] for f in found} == {now - 3600}

@@ -45,7 +45,14 @@ LOG_KEYS = {m: seeded(f"audit test: {m} log", f"{m}.example/hashfed") for m in M
 WITNESS_KEY = seeded("audit test: witness", "witness.example", KeyType.COSIGNATURE_V1)
 
 
-def make_manifest(*, suspended: dict[str, int] | None = None, witness_quorum: int = 0) -> Manifest:
+def make_manifest(
+    *,
+    suspended: dict[str, int] | None = None,
+    suspended_size: dict[str, int] | None = None,
+    witness_quorum: int = 0,
+) -> Manifest:
+    """Members hotline, platform (the witness) and police; ``suspended`` maps a member to its
+    ``suspended_at``, ``suspended_size`` to its suspension at a log size (either or both)."""
     members: list[dict[str, Any]] = []
     for m in MEMBERS:
         data: dict[str, Any] = {
@@ -65,6 +72,8 @@ def make_manifest(*, suspended: dict[str, int] | None = None, witness_quorum: in
         }
         if suspended and m in suspended:
             data.update(status="suspended", suspended_at=suspended[m])
+        if suspended_size and m in suspended_size:
+            data.update(status="suspended", suspended_size=suspended_size[m])
         if m == "platform":
             data["roles"] = ["consumer", "witness"]
             data["witness_vkey"] = WITNESS_KEY.public.vkey()

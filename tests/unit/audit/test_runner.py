@@ -181,6 +181,36 @@ async def test_entry_signed_after_suspension_fails() -> None:
     assert finding.evidence["created"] == T0 + 500
 
 
+async def test_back_dated_entries_beyond_suspended_size_fail() -> None:
+    """A thief with police's log key appends entries back-dated before any suspended_at; at a
+    log size they are still caught, and the vouched entries below it pass even if late."""
+    log = MemLog("police")
+    log.submit(4)
+    log.submit(1, created=T0 + 90_000)  # index 4: created late, below the vouched size
+    log.submit(2, created=T0 - 3600, tag="thief")  # indices 5, 6: back-dated
+    sources = [MemSource("node", {"police": log})]
+
+    by_time, _ = await audit(sources, manifest=make_manifest(suspended={"police": T0 + 100_000}))
+    assert by_time.verdict == "pass"  # the gap a suspension by time leaves
+
+    report, _ = await audit(sources, manifest=make_manifest(suspended_size={"police": 5}))
+    assert codes(report, "police") == {F.ENTRY_AFTER_SUSPENSION}
+    findings = origin(report, "police").findings
+    assert [f.evidence["index"] for f in findings] == [5, 6]
+    assert findings[0].evidence["suspended_size"] == 5
+    assert findings[0].evidence["created"] == T0 - 3600
+    assert "suspended_at" not in findings[0].evidence
+    assert base64.b64decode(findings[0].evidence["leaf"]) == log.leaves[5]
+    assert "at or beyond the suspension at log size 5" in findings[0].message
+
+    both = make_manifest(suspended={"police": T0 + 90_000}, suspended_size={"police": 5})
+    report, _ = await audit(sources, manifest=both)
+    findings = origin(report, "police").findings
+    assert [f.evidence["index"] for f in findings] == [4, 5, 6]  # both rules apply
+    assert findings[0].evidence["suspended_at"] == T0 + 90_000
+    assert findings[0].evidence["suspended_size"] == 5
+
+
 async def test_retraction_of_nonexistent_entry_dangles() -> None:
     log = MemLog("police")
     log.submit(3)

@@ -305,3 +305,70 @@ def test_show_summarises_a_draft(tmp_path: Path, genesis: Path) -> None:
     assert "[invalid_key]" in fails(
         2, "manifest", "sign", genesis, "--key", "cos.key", cwd=tmp_path
     )
+
+
+def test_suspend_at_a_log_size(tmp_path: Path, stewards: list[SigningKey], genesis: Path) -> None:
+    """By time at once, then by the witnessed size; the update rule holds at every step."""
+    # by size alone: no suspended_at, so late entries below the size stay valid
+    ok("manifest", "suspend", genesis, "--id", "police.example", "--at-size", "7", cwd=tmp_path)
+    police = load(genesis).manifest.members[0]
+    assert (police.status, police.suspended_at, police.suspended_size) == ("suspended", None, 7)
+    ok("manifest", "suspend", genesis, "--id", "police.example", "--at", "5000", cwd=tmp_path)
+    assert load(genesis).manifest.members[0].suspended_at == 5000
+
+    # by time first (as the first version after a compromise would), signed
+    ok("manifest", "suspend", genesis, "--id", "platform.example", "--at", "6000", cwd=tmp_path)
+    sign_in_place(genesis, *stewards[:2])
+    # the next version adds the vouched size to platform's suspension
+    ok(
+        "manifest",
+        "suspend",
+        genesis,
+        "--out",
+        "v2.json",
+        "--id",
+        "platform.example",
+        "--at-size",
+        "12",
+        cwd=tmp_path,
+    )
+    v2 = tmp_path / "v2.json"
+    platform = load(v2).manifest.members[1]
+    assert (platform.suspended_at, platform.suspended_size) == (6000, 12)
+    before = v2.read_bytes()
+    line = fails(
+        2, "manifest", "suspend", v2, "--id", "police.example", "--at-size", "8", cwd=tmp_path
+    )
+    assert "[manifest_suspension_weakened]" in line
+    assert "not raise it to 8" in line
+    assert "already suspended at 5000" in fails(
+        2, "manifest", "suspend", v2, "--id", "police.example", "--at", "4000", cwd=tmp_path
+    )
+    assert "already suspended" in fails(
+        2, "manifest", "suspend", v2, "--id", "police.example", cwd=tmp_path
+    )
+    assert "[invalid_manifest]" in fails(
+        2, "manifest", "suspend", v2, "--id", "police.example", "--at-size", "-1", cwd=tmp_path
+    )
+    assert v2.read_bytes() == before
+    ok("manifest", "suspend", v2, "--id", "police.example", "--at-size", "6", cwd=tmp_path)
+    sign_in_place(v2, *stewards[:2])
+    accept_update(load(genesis), load(v2))
+
+    info = ok_json("manifest", "verify", v2, "--previous", genesis, "--json", cwd=tmp_path)
+    assert [(m["id"], m.get("suspended_at"), m.get("suspended_size")) for m in info["members"]] == [
+        ("police.example", 5000, 6),
+        ("platform.example", 6000, 12),
+    ]
+    text = ok("manifest", "show", v2, cwd=tmp_path).stdout
+    assert "entries at log index >= 12" in text
+    assert "entries created at or after 1970-01-01T01:40:00Z (6000)" in text
+
+    # an edit by hand that raises the size is refused by the update rule
+    data = json.loads(v2.read_text())
+    data["manifest"]["members"][1]["suspended_size"] = 13
+    data["manifest"]["version"] = 3
+    (tmp_path / "v3.json").write_text(json.dumps(data))
+    sign_in_place(tmp_path / "v3.json", *stewards[:2])
+    line = fails(1, "manifest", "verify", "v3.json", "--previous", v2, cwd=tmp_path)
+    assert "[manifest_suspension_weakened]" in line

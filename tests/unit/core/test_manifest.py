@@ -24,6 +24,7 @@ from federation.core.keys import DOMAIN_MANIFEST, KeyType, PublicKey, SigningKey
 from federation.core.manifest import (
     Manifest,
     ManifestSignature,
+    Member,
     Policy,
     SignedManifest,
     accept_update,
@@ -137,12 +138,21 @@ def next_version(**changes: Any) -> Manifest:
 def build_vectors() -> dict[str, Any]:
     update = next_version(stewards=[k.public.vkey() for k in NEW_STEWARDS], steward_quorum=2)
     signed_update = sign_manifest(update, [STEWARDS[2], STEWARDS[0]])
+    by_size = next_version(
+        members=[
+            member_nca(status="suspended", suspended_size=1000),
+            member_audit(suspended_size=40),
+        ]
+    )
+    signed_by_size = sign_manifest(by_size, [STEWARDS[1], STEWARDS[2]])
     return {
         "description": (
             "hashfed/v1 manifest known answers (spec/entries.md). Each signature is "
             "Ed25519(steward seed, 'hashfed/v1/manifest\\n' || payload) with payload = RFC 8785 "
             "of the manifest; manifest_hash = SHA-256(payload). 'update' replaces the steward "
-            "set and is signed by 2 of the 3 stewards of 'genesis'."
+            "set and is signed by 2 of the 3 stewards of 'genesis'. 'suspension_by_size' is "
+            "another valid update of 'genesis': it suspends nca.example at log size 1000 alone "
+            "and adds log size 40 to the time suspension of audit.example."
         ),
         "domain": DOMAIN_MANIFEST.decode(),
         "steward_seeds": {k.name: k.seed.hex() for k in [*STEWARDS, *NEW_STEWARDS]},
@@ -153,7 +163,11 @@ def build_vectors() -> dict[str, Any]:
                 "payload_hex": manifest_payload(signed.manifest).hex(),
                 "manifest_hash": manifest_hash(signed.manifest),
             }
-            for name, signed in (("genesis", SIGNED_GENESIS), ("update", signed_update))
+            for name, signed in (
+                ("genesis", SIGNED_GENESIS),
+                ("update", signed_update),
+                ("suspension_by_size", signed_by_size),
+            )
         ],
     }
 
@@ -187,6 +201,12 @@ def test_vectors_verify_independently() -> None:
     update = parse_signed_manifest(json.dumps(cases["update"]["signed_manifest"]).encode())
     verify_manifest(genesis)
     accept_update(genesis, update)
+    by_size = parse_signed_manifest(
+        json.dumps(cases["suspension_by_size"]["signed_manifest"]).encode()
+    )
+    accept_update(genesis, by_size)
+    members = cases["suspension_by_size"]["signed_manifest"]["manifest"]["members"]
+    assert [m.get("suspended_size") for m in members] == [1000, 40]
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -218,6 +238,40 @@ def test_lookups_and_validity_windows() -> None:
     assert not m.is_active("nobody.example", 0)
 
 
+def test_suspension_rules_for_entries_and_for_acting() -> None:
+    """By time: entries created at or after suspended_at; by size: entries at index >= it,
+    whatever their created (what a thief holding the log key cannot back-date)."""
+    by_time = Member.model_validate(member_audit())  # suspended_at 1_710_000_000
+    by_size = Member.model_validate(member_audit(suspended_at=None, suspended_size=5))
+    both = Member.model_validate(member_audit(suspended_size=5))
+    active = Member.model_validate(member_nca())
+    early, late = 1_709_999_999, 1_710_000_000
+
+    assert active.entry_refusal(10**6, 2**40) is None
+    assert by_time.entry_refusal(10**6, early) is None
+    assert "at or after the suspension at 1710000000" in (by_time.entry_refusal(0, late) or "")
+
+    assert by_size.entry_refusal(4, 2**40) is None  # below the size: valid even if created late
+    assert by_size.entry_refusal(5, 0) == "index 5 is at or beyond the suspension at log size 5"
+    assert by_size.entry_refusal(6, early) is not None  # back-dated: still refused
+
+    assert both.entry_refusal(4, early) is None
+    assert both.entry_refusal(4, late) is not None  # both rules apply
+    assert both.entry_refusal(5, early) is not None
+
+    # Acting (requests, witnessing): a suspension by size alone takes effect at once.
+    assert active.active_at(2**40)
+    assert by_time.active_at(early)
+    assert not by_time.active_at(late)
+    assert not by_size.active_at(0)
+    assert both.active_at(early)
+    assert not both.active_at(late)
+    m = Manifest.model_validate(
+        manifest_data(members=[member_nca(), member_audit(suspended_at=None, suspended_size=0)])
+    )
+    assert not m.is_active("audit.example", 0)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     version=st.integers(1, 2**53 - 1),
@@ -227,6 +281,8 @@ def test_lookups_and_validity_windows() -> None:
     quarantine=st.integers(0, 1000),
     quorum=st.integers(1, 3),
     drop_audit=st.booleans(),
+    suspension=st.sampled_from(["time", "size", "both"]),
+    size=st.integers(0, 2**53 - 1),
 )
 def test_manifest_round_trip(
     version: int,
@@ -236,12 +292,15 @@ def test_manifest_round_trip(
     quarantine: int,
     quorum: int,
     drop_audit: bool,
+    suspension: str,
+    size: int,
 ) -> None:
-    members = (
-        [member_nca()]
-        if drop_audit
-        else [member_nca(), member_audit(status="active", suspended_at=None)]
+    nca = member_nca(
+        status="suspended",
+        **({"suspended_at": issued_at} if suspension != "size" else {}),
+        **({"suspended_size": size} if suspension != "time" else {}),
     )
+    members = [nca] if drop_audit else [nca, member_audit(status="active", suspended_at=None)]
     m = Manifest.model_validate(
         manifest_data(
             version=version,
@@ -331,8 +390,28 @@ def test_policy_defaults() -> None:
         ),
         (
             {"members": [member_audit(suspended_at=None)]},
-            ("members", 0, "suspended_at"),
-            "needs suspended_at",
+            ("members", 0, "suspended_size"),
+            "needs suspended_at, suspended_size or both",
+        ),
+        (
+            {"members": [member_audit(status="active", suspended_at=None, suspended_size=3)]},
+            ("members", 0, "suspended_size"),
+            "active member must not have suspended_size",
+        ),
+        (
+            {"members": [member_audit(suspended_size=-1)]},
+            ("members", 0, "suspended_size"),
+            "greater than or equal",
+        ),
+        (
+            {"members": [member_audit(suspended_size=True)]},
+            ("members", 0, "suspended_size"),
+            "integer",
+        ),
+        (
+            {"members": [member_audit(suspended_size="3")]},
+            ("members", 0, "suspended_size"),
+            "integer",
         ),
         (
             {"members": [member_audit(status="active")]},
@@ -547,6 +626,56 @@ def test_update_rule_rejections(build: Any, code: str) -> None:
     with pytest.raises(VerificationError) as info:
         accept_update(SIGNED_GENESIS, build())
     assert info.value.code == code
+
+
+SIZED = Manifest.model_validate(
+    manifest_data(members=[member_nca(), member_audit(suspended_size=40)])
+)
+SIGNED_SIZED = sign_manifest(SIZED, STEWARDS[:2])
+
+
+def sized_update(**audit: Any) -> SignedManifest:
+    """Version 2 of SIZED with audit.example changed, signed by the stewards in force."""
+    if audit.get("removed"):
+        version = next_version(members=[member_nca()], policy={"witness_quorum": 0})
+    else:
+        version = next_version(members=[member_nca(), member_audit(**audit)])
+    return sign_manifest(version, STEWARDS[:2])
+
+
+@pytest.mark.parametrize(
+    "audit",
+    [
+        {"suspended_size": 41},  # raised: entries 40 a thief appended would be applied
+        {"suspended_size": None},  # dropped, suspended_at kept
+        {"status": "active", "suspended_at": None},  # reinstated
+        {"removed": True},  # removed (and could be re-added later without it)
+    ],
+)
+def test_update_may_not_raise_or_drop_a_suspended_size(audit: dict[str, Any]) -> None:
+    with pytest.raises(VerificationError) as info:
+        accept_update(SIGNED_SIZED, sized_update(**audit))
+    assert info.value.code == "manifest_suspension_weakened"
+    assert "audit.example" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "audit",
+    [
+        {"suspended_size": 40},  # unchanged
+        {"suspended_size": 39},  # lowered: refuses more
+        {"suspended_size": 0},
+        {"suspended_size": 40, "suspended_at": 1_700_000_000},  # an earlier time too
+        {"suspended_size": 40, "suspended_at": None},  # the time rule may go, the size stays
+    ],
+)
+def test_update_may_keep_or_lower_a_suspended_size(audit: dict[str, Any]) -> None:
+    accept_update(SIGNED_SIZED, sized_update(**audit))
+
+
+def test_a_time_suspension_may_gain_a_size() -> None:
+    """The usual course: suspend by time at once, then vouch for a witnessed size."""
+    accept_update(SIGNED_GENESIS, sized_update(suspended_size=40))
 
 
 def test_lower_version_is_refused() -> None:

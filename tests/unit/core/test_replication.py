@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from federation.core.checkpoint import Checkpoint, sign_checkpoint
 from federation.core.cosignature import cosign
 from federation.core.entries import leaf_bytes, leaf_hash, sign_entry
+from federation.core.manifest import Manifest, manifest_json
 from federation.core.merkle import EMPTY_ROOT
 from federation.core.note import SignedNote, add_signatures
 from federation.core.replication import (
@@ -209,6 +210,63 @@ def test_suspended_members_later_entries_are_refused() -> None:
     assert code_of(fake, 3, manifest=manifest, member=member) == "member_suspended"
 
 
+def test_suspension_at_a_log_size_refuses_back_dated_entries() -> None:
+    """A thief holding police's log key back-dates ``created`` and appends to the same history:
+    a suspension by time lets that through, one at a log size does not."""
+    by_size = make_manifest(police={"status": "suspended", "suspended_size": 3})
+    by_time = make_manifest(police={"status": "suspended", "suspended_at": T0 + 100})
+    fake = FakeLog()
+    fake.add(2)
+    fake.add(1, created=T0 + 10**6)  # index 2: created late, yet below the vouched size
+    honest = run(fake, None, manifest=by_size, member=member_of(by_size, "police"))
+    assert honest.size == 3  # type: ignore[attr-defined]
+    fake.add(1, created=T0 - 10**6)  # index 3: the thief's back-dated entry
+
+    # the gap: by time alone, the back-dated entry verifies
+    late = run(fake, 3, manifest=by_time, member=member_of(by_time, "police"))
+    assert [v.index for v in late.leaves] == [3]  # type: ignore[attr-defined]
+
+    for trusted in (3, None, 2):  # whatever the mirror already holds: nothing is applied
+        with pytest.raises(VerificationError) as err:
+            run(fake, trusted, manifest=by_size, member=member_of(by_size, "police"))
+        assert err.value.code == "member_suspended"
+        assert err.value.field == "leaves[3]"
+        assert "at or beyond the suspension at log size 3" in err.value.message
+
+
+def test_suspension_by_size_and_time_both_apply() -> None:
+    both = make_manifest(
+        police={"status": "suspended", "suspended_at": T0 + 100, "suspended_size": 3}
+    )
+    member = member_of(both, "police")
+    fake = FakeLog()
+    fake.add(2)
+    assert run(fake, None, manifest=both, member=member).size == 2  # type: ignore[attr-defined]
+    fake.add(1, created=T0 + 100)  # index 2: below the size, but created at suspended_at
+    assert code_of(fake, 2, manifest=both, member=member) == "member_suspended"
+
+
+def test_the_vouched_prefix_verifies_as_a_chunk_of_a_longer_checkpoint() -> None:
+    """A mirror behind can still take every entry below suspended_size: a chunk that ends
+    there, proven a prefix of the (thief's) longer checkpoint, passes."""
+    manifest = make_manifest(police={"status": "suspended", "suspended_size": 5})
+    member = member_of(manifest, "police")
+    fake = FakeLog()
+    fake.add(5)
+    fake.add(3, created=T0 - 10**6)
+    chunk = run(
+        fake,
+        None,
+        manifest=manifest,
+        member=member,
+        leaves=fake.page(0, 5),
+        end=5,
+        end_proof=fake.hashes.consistency_proof(5, 8),
+    )
+    assert (chunk.end, chunk.complete) == (5, False)  # type: ignore[attr-defined]
+    assert code_of(fake, 5, manifest=manifest, member=member) == "member_suspended"
+
+
 def test_duplicate_entry_id_in_batch() -> None:
     fake = FakeLog()
     fake.add(2)
@@ -230,3 +288,29 @@ def test_witness_quorum(log: FakeLog) -> None:
     cosigned = add_signatures(SignedNote.parse(note), [cosign(body, WITNESS_KEY, NOW)])
     batch = run(log, 5, manifest=manifest, member=member, checkpoint_note=cosigned.serialise())
     assert batch.size == 13  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("suspension", "counts"),
+    [
+        ({"suspended_size": 0}, False),  # by size alone: at once
+        ({"suspended_at": NOW}, False),
+        ({"suspended_at": NOW + 1}, True),  # not yet
+    ],
+)
+def test_a_suspended_witness_does_not_count(
+    log: FakeLog, suspension: dict[str, int], counts: bool
+) -> None:
+    base = make_manifest(witness_quorum=1)
+    members = [
+        {**m, "status": "suspended", **suspension} if m["id"] == "witness" else m
+        for m in manifest_json(base)["members"]
+    ]
+    manifest = Manifest.model_validate({**manifest_json(base), "members": members})
+    note = SignedNote.parse(log.note())
+    cosigned = add_signatures(note, [cosign(note.text, WITNESS_KEY, NOW)]).serialise()
+    args = {"manifest": manifest, "member": member_of(manifest, "police")}
+    if counts:
+        assert run(log, 5, checkpoint_note=cosigned, **args).size == 13  # type: ignore[attr-defined]
+    else:
+        assert code_of(log, 5, checkpoint_note=cosigned, **args) == "witness_quorum_not_met"

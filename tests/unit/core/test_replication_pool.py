@@ -97,3 +97,25 @@ def test_any_faults_give_the_serial_outcome(
     assert outcome(log, leaves, pool) == outcome(log, leaves, None)
     if faults:
         assert not outcome(log, leaves, pool).startswith("ok")
+
+
+def test_suspension_by_size_is_caught_in_any_slice(pool: ThreadPoolExecutor) -> None:
+    """Every slice judges its leaves against the same suspension (the last slice here)."""
+    manifest = make_manifest(police={"status": "suspended", "suspended_size": SIZE - 10})
+    police = member_of(manifest, "police")
+    fake = FakeLog()
+    fake.add(SIZE - 10)
+    fake.add(10, created=T0 - 10**6)  # back-dated by a thief holding the log key
+    for executor in (pool, None):
+        with pytest.raises(VerificationError) as err:
+            verify_batch(
+                police,
+                None,
+                fake.note(),
+                fake.page(0, SIZE),
+                [],
+                manifest=manifest,
+                now=NOW,
+                pool=executor,
+            )
+        assert (err.value.code, err.value.field) == ("member_suspended", f"leaves[{SIZE - 10}]")

@@ -145,6 +145,39 @@ async def test_suspended_member_is_403(store: Store) -> None:
     assert (info.value.status, info.value.code) == (403, "member_suspended")
 
 
+async def test_suspension_by_size_alone_is_403_at_once(store: Store) -> None:
+    """No suspended_at: the member is suspended from the moment the version is in force, so
+    nothing is cosigned, not even a checkpoint below the vouched size (the witness cannot
+    tell the vouched history from a fork of it the thief signed)."""
+    manifest = make_manifest(police={"status": "suspended", "suspended_size": 5})
+    log = FakeLog()
+    log.add(3)
+    w = witness(store, manifest)
+    with pytest.raises(FederationError) as info:
+        await add(w, 0, [], log.note())
+    assert (info.value.status, info.value.code) == (403, "member_suspended")
+    assert await w.state(log.origin) is None
+
+
+async def test_checkpoint_beyond_suspended_size_is_403_before_suspended_at(store: Store) -> None:
+    """With suspended_at still ahead the member may be witnessed, but only up to the size."""
+    manifest = make_manifest(
+        police={"status": "suspended", "suspended_at": NOW + 3600, "suspended_size": 5}
+    )
+    log = FakeLog()
+    log.add(5)
+    w = witness(store, manifest)
+    await add(w, 0, [], log.note())
+    log.add(1, created=T0 - 10**6)  # back-dated: the size decides, not created
+    with pytest.raises(FederationError) as info:
+        await add(w, 5, log.proof(5, 6), log.note())
+    assert (info.value.status, info.value.code) == (403, "member_suspended")
+    assert "log size 5" in info.value.message
+    state = await w.state(log.origin)
+    assert state is not None
+    assert state.size == 5
+
+
 async def test_nonempty_proof_from_zero_is_422(store: Store) -> None:
     log = FakeLog()
     log.add(3)
