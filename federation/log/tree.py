@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from federation.core import tlog
@@ -29,21 +29,26 @@ class _NotHeld(Exception):
     """A position the caller's overlay does not hold (internal to :func:`run_with_hashes`)."""
 
 
-async def fetch_hashes(
-    conn: AsyncConnection, origin: str, positions: Sequence[int]
-) -> dict[int, bytes]:
+def fetch_hashes_sync(conn: Connection, origin: str, positions: Sequence[int]) -> dict[int, bytes]:
     """Stored hashes of ``origin`` at ``positions`` (missing ones are simply absent)."""
     wanted = sorted(set(positions))
     found: dict[int, bytes] = {}
     for start in range(0, len(wanted), 900):  # stay under SQLite's bound-parameter limit
         chunk = wanted[start : start + 900]
-        rows = await conn.execute(
+        rows = conn.execute(
             select(tree_hashes.c.position, tree_hashes.c.hash).where(
                 tree_hashes.c.origin == origin, tree_hashes.c.position.in_(chunk)
             )
         )
         found.update({int(pos): bytes(h) for pos, h in rows})
     return found
+
+
+async def fetch_hashes(
+    conn: AsyncConnection, origin: str, positions: Sequence[int]
+) -> dict[int, bytes]:
+    """:func:`fetch_hashes_sync` on an async connection."""
+    return await conn.run_sync(fetch_hashes_sync, origin, positions)
 
 
 async def run_with_hashes(
@@ -184,8 +189,8 @@ def frontier_positions(size: int) -> list[int]:
     return positions
 
 
-async def append_leaf_hashes(
-    conn: AsyncConnection,
+def append_leaf_hashes_sync(
+    conn: Connection,
     origin: str,
     size: int,
     leaf_hashes: Sequence[bytes],
@@ -199,7 +204,7 @@ async def append_leaf_hashes(
     """
     positions = frontier_positions(size)
     if frontier is None:
-        known = await fetch_hashes(conn, origin, positions)
+        known = fetch_hashes_sync(conn, origin, positions)
     else:
         known = {p: frontier[p] for p in positions if p in frontier}
     missing = [p for p in positions if p not in known]
@@ -218,8 +223,19 @@ async def append_leaf_hashes(
         written.update(tlog.hashes_to_store(n, leaf, read))
         n += 1
     # Positions are assigned in append order, so ``written`` is already sorted.
-    await insert_many(conn, tree_hashes, [(origin, p, h) for p, h in written.items()])
+    insert_many(conn, tree_hashes, [(origin, p, h) for p, h in written.items()])
     known.update(written)
     # The new root folds the new frontier, which lies in the old frontier and what we wrote.
     root = tlog.tree_root(n, lambda ps: [known[p] for p in ps])
     return TreeAppend(n, root, known)
+
+
+async def append_leaf_hashes(
+    conn: AsyncConnection,
+    origin: str,
+    size: int,
+    leaf_hashes: Sequence[bytes],
+    frontier: Mapping[int, bytes] | None = None,
+) -> TreeAppend:
+    """:func:`append_leaf_hashes_sync` on an async connection."""
+    return await conn.run_sync(append_leaf_hashes_sync, origin, size, leaf_hashes, frontier)

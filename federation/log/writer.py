@@ -28,9 +28,12 @@ queueing behind one another.  What each request observes is what it would observ
   still fails without taking the others down.
 
 The committer keeps the log head (size, root, signed note, and the O(log n) frontier hashes)
-in memory, so an append reads nothing of the tree.  The database stays the cross-process
-guard: an index, tree position or checkpoint size that exists fails the INSERT, the whole
-transaction rolls back, and the head is reloaded (and checked) from storage.
+in memory, so an append reads nothing of the tree.  A group's transaction is one synchronous
+function run by :meth:`federation.store.Store.run_transaction` (on SQLite, on the store's
+writer thread: one thread hop per group instead of several per statement).  The database
+stays the cross-process guard: an index, tree position or checkpoint size that exists fails
+the INSERT, the whole transaction rolls back, and the head is reloaded (and checked) from
+storage.
 """
 
 from __future__ import annotations
@@ -40,8 +43,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select, update
 
 from federation.core import tlog
 from federation.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -195,20 +197,20 @@ class LogWriter:
         and signing on top of it could fork the log.
         """
         self._head = None
-        async with self._store.transaction() as conn:
-            row = (await conn.execute(select(logs).where(logs.c.origin == self.origin))).first()
-            if row is None:
-                checkpoint, note = await self._sign_and_store(conn, 0, EMPTY_ROOT)
-                head = _Head(0, EMPTY_ROOT, note, {})
-            else:
-                checkpoint = open_checkpoint(
-                    row.checkpoint, self._key.public, expected_origin=self.origin
-                )
-                head = await self._load_head(conn)
-                if checkpoint.size != head.size or checkpoint.root != head.root:
-                    raise _inconsistent(self.origin, head.size)
+        checkpoint, head = await self._store.run_transaction(self._open)
         self._head = head
         return checkpoint
+
+    def _open(self, conn: Connection) -> tuple[Checkpoint, _Head]:
+        row = conn.execute(select(logs.c.checkpoint).where(logs.c.origin == self.origin)).first()
+        if row is None:
+            checkpoint, note = self._sign_and_store(conn, 0, EMPTY_ROOT)
+            return checkpoint, _Head(0, EMPTY_ROOT, note, {})
+        checkpoint = open_checkpoint(row.checkpoint, self._key.public, expected_origin=self.origin)
+        head = self._load_head(conn)
+        if checkpoint.size != head.size or checkpoint.root != head.root:
+            raise _inconsistent(self.origin, head.size)
+        return checkpoint, head
 
     async def append(self, batch: Sequence[AnyEntry]) -> AppendResult:
         """Append ``batch`` (entries of this member, unsigned) atomically, possibly in one
@@ -285,46 +287,56 @@ class LogWriter:
 
     async def _transaction(self, group: list[_Request]) -> list[AppendResult | FederationError]:
         """Judge the requests in order and append those that pass, in one transaction."""
-        async with self._store.transaction() as conn:
-            head = self._head or await self._load_head(conn)
-            staged = _Group(head.size)
-            existing = await self._existing(conn, [e.id for r in group for e in r.batch])
-            judged: list[list[Appended] | FederationError] = []
-            for request in group:
-                try:
-                    judged.append(await self._judge(conn, request, existing, staged))
-                except FederationError as exc:
-                    judged.append(exc)
-            if staged.new:
-                rows = [
-                    entry_values(self.origin, head.size + j, s.signed, s.leaf, s.leaf_hash)
-                    for j, s in enumerate(staged.new)
-                ]
-                await insert_many(conn, entries, rows)
-                grown = await tree.append_leaf_hashes(
-                    conn, self.origin, head.size, [s.leaf_hash for s in staged.new], head.frontier
-                )
-                checkpoint, note = await self._sign_and_store(conn, grown.size, grown.root)
-                positions = tree.frontier_positions(grown.size)
-                new_head = _Head(
-                    grown.size, grown.root, note, {p: grown.known[p] for p in positions}
-                )
-                known = grown.known
-            else:
-                new_head = head
-                checkpoint = Checkpoint(self.origin, head.size, head.root)
-                note, known = head.note, head.frontier
-        self._head = new_head  # committed (durable) only now
-        return [
+        head = self._head
+
+        def append(conn: Connection) -> tuple[list[AppendResult | FederationError], _Head]:
+            return self._append_group(conn, group, head)
+
+        outcomes, self._head = await self._store.run_transaction(append)
+        return outcomes  # committed (durable) now
+
+    def _append_group(
+        self, conn: Connection, group: list[_Request], head: _Head | None
+    ) -> tuple[list[AppendResult | FederationError], _Head]:
+        """The body of one group's transaction (runs on the store's writer thread on SQLite:
+        it touches nothing but ``conn``, ``group`` and immutable writer state)."""
+        if head is None:
+            head = self._load_head(conn)
+        staged = _Group(head.size)
+        existing = self._existing(conn, [e.id for r in group for e in r.batch])
+        judged: list[list[Appended] | FederationError] = []
+        for request in group:
+            try:
+                judged.append(self._judge(conn, request, existing, staged))
+            except FederationError as exc:
+                judged.append(exc)
+        if staged.new:
+            rows = [
+                entry_values(self.origin, head.size + j, s.signed, s.leaf, s.leaf_hash)
+                for j, s in enumerate(staged.new)
+            ]
+            insert_many(conn, entries, rows)
+            grown = tree.append_leaf_hashes_sync(
+                conn, self.origin, head.size, [s.leaf_hash for s in staged.new], head.frontier
+            )
+            checkpoint, note = self._sign_and_store(conn, grown.size, grown.root)
+            positions = tree.frontier_positions(grown.size)
+            head = _Head(grown.size, grown.root, note, {p: grown.known[p] for p in positions})
+            known = grown.known
+        else:
+            checkpoint = Checkpoint(self.origin, head.size, head.root)
+            note, known = head.note, head.frontier
+        outcomes = [
             outcome
             if isinstance(outcome, FederationError)
             else AppendResult(tuple(outcome), checkpoint, note, known)
             for outcome in judged
         ]
+        return outcomes, head
 
-    async def _judge(
+    def _judge(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         request: _Request,
         existing: Mapping[str, Appended],
         staged: _Group,
@@ -344,7 +356,7 @@ class LogWriter:
                 out.append(_same_or_conflict(entry, stored, i))
                 continue
             if not isinstance(entry, Submission):
-                await self._check_target(conn, entry, i, staged, retracted)
+                self._check_target(conn, entry, i, staged, retracted)
             appended = Appended(
                 staged.next_index + len(new), signed.leaf_hash, signed.signed, False, signed.leaf
             )
@@ -358,20 +370,15 @@ class LogWriter:
         staged.retracted |= retracted
         return out
 
-    async def _load_head(self, conn: AsyncConnection) -> _Head:
+    def _load_head(self, conn: Connection) -> _Head:
         """The stored head, checked: the frontier hashes must fold to the stored root."""
-        row = (
-            await conn.execute(
-                select(logs.c.size, logs.c.root, logs.c.checkpoint).where(
-                    logs.c.origin == self.origin
-                )
-            )
-        ).first()
+        columns = select(logs.c.size, logs.c.root, logs.c.checkpoint)
+        row = conn.execute(columns.where(logs.c.origin == self.origin)).first()
         if row is None:
             raise StorageError("log is not open", code="log_not_open")
         size, root = int(row.size), bytes(row.root)
         positions = tree.frontier_positions(size)
-        frontier = await tree.fetch_hashes(conn, self.origin, positions)
+        frontier = tree.fetch_hashes_sync(conn, self.origin, positions)
         missing = [p for p in positions if p not in frontier]
         if missing:
             raise StorageError(
@@ -382,11 +389,11 @@ class LogWriter:
             raise _inconsistent(self.origin, size)
         return _Head(size, root, str(row.checkpoint), frontier)
 
-    async def _existing(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Appended]:
+    def _existing(self, conn: Connection, ids: Sequence[str]) -> dict[str, Appended]:
         out: dict[str, Appended] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _ID_CHUNK):
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(
                     entries.c.entry_id, entries.c.idx, entries.c.leaf, entries.c.leaf_hash
                 ).where(
@@ -401,9 +408,9 @@ class LogWriter:
                 )
         return out
 
-    async def _check_target(
+    def _check_target(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         entry: Retraction | Opinion,
         i: int,
         staged: _Group,
@@ -426,11 +433,9 @@ class LogWriter:
             kind: str = pending.signed.entry.kind
             held_hash = pending.leaf_hash
         else:
-            row = (
-                await conn.execute(
-                    select(entries.c.kind, entries.c.leaf_hash).where(
-                        entries.c.member_id == target.origin, entries.c.idx == target.index
-                    )
+            row = conn.execute(
+                select(entries.c.kind, entries.c.leaf_hash).where(
+                    entries.c.member_id == target.origin, entries.c.idx == target.index
                 )
             ).first()
             if row is None:
@@ -461,14 +466,12 @@ class LogWriter:
                 code="already_retracted",
                 field=f"{i}.target",
             )
-        already = (
-            await conn.execute(
-                select(entries.c.entry_id).where(
-                    entries.c.origin == self.origin,
-                    entries.c.kind == "retraction",
-                    entries.c.target_origin == target.origin,
-                    entries.c.target_index == target.index,
-                )
+        already = conn.execute(
+            select(entries.c.entry_id).where(
+                entries.c.origin == self.origin,
+                entries.c.kind == "retraction",
+                entries.c.target_origin == target.origin,
+                entries.c.target_index == target.index,
             )
         ).first()
         if already is not None:
@@ -480,22 +483,20 @@ class LogWriter:
             )
         retracted.add(key)
 
-    async def _sign_and_store(
-        self, conn: AsyncConnection, size: int, root: bytes
-    ) -> tuple[Checkpoint, str]:
+    def _sign_and_store(self, conn: Connection, size: int, root: bytes) -> tuple[Checkpoint, str]:
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_checkpoint(checkpoint, self._key).serialise()
         now = int(self._clock())
         values = {"size": size, "root": root, "checkpoint": note, "updated_at": now}
         if size == 0:
-            await conn.execute(
+            conn.execute(
                 logs.insert().values(
                     origin=self.origin, member_id=self.member_id, frozen=False, **values
                 )
             )
         else:
-            await conn.execute(update(logs).where(logs.c.origin == self.origin).values(**values))
-        await conn.execute(
+            conn.execute(update(logs).where(logs.c.origin == self.origin).values(**values))
+        conn.execute(
             checkpoints.insert().values(
                 origin=self.origin, size=size, root=root, note=note, received_at=now
             )

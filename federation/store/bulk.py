@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 _SQL: dict[tuple[str, str, str], str] = {}
 
@@ -37,7 +36,10 @@ def _insert_sql(dialect: Dialect, table: Table) -> str:
     return sql
 
 
-async def insert_many(conn: AsyncConnection, table: Table, rows: Sequence[Sequence[Any]]) -> None:
-    """INSERT ``rows`` (tuples in :func:`columns` order) into ``table`` in one executemany."""
+def insert_many(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """INSERT ``rows`` (tuples in :func:`columns` order) into ``table`` in one executemany.
+
+    Synchronous: inside :meth:`federation.store.Store.run_transaction` or ``run_sync``.
+    """
     if rows:
-        await conn.exec_driver_sql(_insert_sql(conn.dialect, table), list(rows))
+        conn.exec_driver_sql(_insert_sql(conn.dialect, table), list(rows))

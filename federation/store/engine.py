@@ -8,27 +8,36 @@ commit is durable by default.
 On open we run Alembic migrations up to head on the same connection.  A database whose
 revision this version of hashfed does not know (written by a newer version) is refused rather
 than guessed at.
+
+:meth:`Store.run_transaction` runs a synchronous function as one transaction.  The log writer
+uses it: on SQLite, aiosqlite moves every statement (and every cursor open, fetch and close)
+to its thread and back, and those hops cost more than the statements themselves, so there the
+whole function runs on one writer thread over its own connection (same pragmas): one hop per
+transaction.  On PostgreSQL it runs on an async connection via ``run_sync``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from federation.errors import ConfigError, StorageError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
@@ -86,6 +95,7 @@ class Store:
 
     engine: AsyncEngine
     backend: str
+    _writer: _SqliteWriter | None = field(default=None, repr=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -99,9 +109,43 @@ class Store:
         async with self.engine.connect() as conn:
             yield conn
 
+    async def run_transaction(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` as one transaction: committed if it returns, rolled back if it raises.
+
+        ``fn`` is synchronous and may run on another thread (see module docstring); it must
+        not touch the event loop.  Once this returns, the transaction is durable.
+        """
+        if self._writer is not None:
+            return await self._writer.run(fn)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn)
+
     async def close(self) -> None:
         """Dispose of the pool; outstanding transactions have finished by now."""
+        if self._writer is not None:
+            self._writer.close()
         await self.engine.dispose()
+
+
+class _SqliteWriter:
+    """One synchronous SQLite connection on one thread, for :meth:`Store.run_transaction`."""
+
+    def __init__(self, url: URL) -> None:
+        self._engine: Engine = create_engine(url, pool_size=1, max_overflow=0)
+        event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return fn(conn)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._transaction, fn)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self._engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -123,15 +167,25 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
     engine = create_async_engine(async_url, **kwargs)
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    store = Store(engine, backend)
+    store = Store(engine, backend, _sqlite_writer(make_url(async_url)))
     try:
         async with engine.begin() as conn:
             if migrate:
                 await conn.run_sync(_check_and_upgrade)
     except StorageError:
-        await engine.dispose()
+        await store.close()
         raise
     except OSError as exc:
-        await engine.dispose()
+        await store.close()
         raise StorageError(f"cannot open database: {exc}", code="database_unavailable") from None
     return store
+
+
+def _sqlite_writer(url: URL) -> _SqliteWriter | None:
+    """The writer thread of a SQLite file database (an in-memory one is per connection, so
+    it has none and writes through the async pool)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    if url.query.get("mode") == "memory":
+        return None
+    return _SqliteWriter(url.set(drivername="sqlite+pysqlite"))
