@@ -2,9 +2,11 @@
 
 Each request is a batch (1..``limits.max_batch``) of entries *without* ``origin`` and
 ``created``: the node fills in its member id and the current time, signs each entry and
-appends the batch in one transaction (:class:`federation.log.writer.LogWriter`).  The answer
-is sent only once the batch is durable, and carries for every entry a receipt that verifies
-offline with nothing but the member's log key (c2sp.org/tlog-proof, leaf bytes as ``extra``).
+appends the batch atomically (:class:`federation.log.writer.LogWriter`, which may commit
+concurrent requests in one transaction under one checkpoint: spec/log.md *Appending*).  The
+answer is sent only once the batch is durable, and carries for every entry a receipt that
+verifies offline with nothing but the member's log key (c2sp.org/tlog-proof, leaf bytes as
+``extra``).
 
 Ids make retries safe: resending an entry id returns the stored entry (``existing: true``)
 with the same index and leaf hash; the same id with other content is 409 ``id_conflict``.
