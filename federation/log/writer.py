@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from federation.core import tlog
 from federation.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -78,6 +78,24 @@ MAX_GROUP_ENTRIES = 2000
 """Default cap on the entries one group commit takes (a larger request still goes alone)."""
 
 _ID_CHUNK = 900  # ids per IN (...) lookup: under SQLite's old bound-parameter limit
+
+# The statements of every group commit, built once: SQLAlchemy then finds their compiled form
+# from a memoised cache key instead of building and hashing a new statement each time.
+_EXISTING = select(entries.c.entry_id, entries.c.idx, entries.c.leaf, entries.c.leaf_hash).where(
+    entries.c.origin == bindparam("log_origin"),
+    entries.c.entry_id.in_(bindparam("ids", expanding=True)),
+)
+_SET_HEAD = (
+    update(logs)
+    .where(logs.c.origin == bindparam("log_origin"))
+    .values(
+        size=bindparam("new_size"),
+        root=bindparam("new_root"),
+        checkpoint=bindparam("new_note"),
+        updated_at=bindparam("now"),
+    )
+)
+_ADD_CHECKPOINT = checkpoints.insert()
 
 
 @dataclass(frozen=True)
@@ -393,15 +411,8 @@ class LogWriter:
         out: dict[str, Appended] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _ID_CHUNK):
-            rows = conn.execute(
-                select(
-                    entries.c.entry_id, entries.c.idx, entries.c.leaf, entries.c.leaf_hash
-                ).where(
-                    entries.c.origin == self.origin,
-                    entries.c.entry_id.in_(unique[start : start + _ID_CHUNK]),
-                )
-            )
-            for r in rows:
+            chunk = unique[start : start + _ID_CHUNK]
+            for r in conn.execute(_EXISTING, {"log_origin": self.origin, "ids": chunk}):
                 leaf = bytes(r.leaf)
                 out[r.entry_id] = Appended(
                     int(r.idx), bytes(r.leaf_hash), parse_leaf(leaf), True, leaf
@@ -487,19 +498,32 @@ class LogWriter:
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_checkpoint(checkpoint, self._key).serialise()
         now = int(self._clock())
-        values = {"size": size, "root": root, "checkpoint": note, "updated_at": now}
         if size == 0:
             conn.execute(
                 logs.insert().values(
-                    origin=self.origin, member_id=self.member_id, frozen=False, **values
+                    origin=self.origin,
+                    member_id=self.member_id,
+                    frozen=False,
+                    size=size,
+                    root=root,
+                    checkpoint=note,
+                    updated_at=now,
                 )
             )
         else:
-            conn.execute(update(logs).where(logs.c.origin == self.origin).values(**values))
-        conn.execute(
-            checkpoints.insert().values(
-                origin=self.origin, size=size, root=root, note=note, received_at=now
+            conn.execute(
+                _SET_HEAD,
+                {
+                    "log_origin": self.origin,
+                    "new_size": size,
+                    "new_root": root,
+                    "new_note": note,
+                    "now": now,
+                },
             )
+        conn.execute(
+            _ADD_CHECKPOINT,
+            {"origin": self.origin, "size": size, "root": root, "note": note, "received_at": now},
         )
         return checkpoint, note
 
