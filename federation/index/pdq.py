@@ -8,22 +8,24 @@ Structure.  Every row lives in exactly one segment, and segments own their rows:
 
 - the *open* segment (:mod:`federation.index.open_segment`) takes new rows: an add writes the
   hash and one chain link per chunk, O(chunks), and the row matches once ``add`` returns;
-- when the open segment is full — capacity ``C = max(open_capacity, n_s / 8)``, ``n_s`` the
-  rows in sealed segments when it was opened — it is frozen (still queried) and sealed into a
-  CSR :class:`~federation.index.segment.Segment` with the same layout;
-- when more than ``merge_fanout`` (4) sealed segments exist, all of them are merged into one,
-  with a layout tuned to its rows (:mod:`federation.index.tuning`);
+- when the open segment is full — capacity ``C = max(open_capacity, ceil(h / 8))``, ``h`` the
+  rows held when it was opened — it is frozen (still queried) and sealed into a CSR
+  :class:`~federation.index.segment.Segment` with the same layout;
+- when more than ``merge_fanout`` (``K``, default 4) sealed segments exist, all of them are
+  merged into one, with a layout tuned to its rows (:mod:`federation.index.tuning`);
 - an add of at least ``C`` rows at once is built straight into a sealed segment (together with
   the open segment's rows), in the call: its cost is proportional to the batch.
 
-Cost of an add, precisely: amortised O(1) — O(chunks) to link the row, plus at most 4
-row-rebuilds (permute the row, one counting-sort pass per chunk; well under a microsecond
-each): 1 when its open segment is sealed, and at most 3 in merges, because between two merges
-at least ``4 C >= n_main / 2`` rows are added (every sealed segment holds at least ``C`` adds)
-and a merge rebuilds at most ``n_main`` plus those rows.  Nothing depends on ``n`` except
-through ``C``.  A remove sets a tombstone, O(1); when tombstoned rows exceed a quarter of the
-rows held, a compaction (seal the open segment, merge everything) is scheduled: at least ``n/4``
-removes pay for rebuilding ``n`` rows, so at most 4 row-rebuilds per remove, amortised.
+Cost of an add, precisely: amortised O(1) — O(chunks) to link the row, plus at most
+``2 + 8 / K`` row-rebuilds (4 with the default ``K``; a row-rebuild is one permutation of the
+row and one counting-sort pass per chunk, well under a microsecond): 1 when its open segment is
+sealed, and at most ``1 + 8 / K`` in merges, because a merge rebuilds the previous main
+segment ``M`` plus the ``S`` rows sealed since, and ``S >= K C >= K M / 8`` (each of the ``K``
+sealed segments holds at least ``C`` adds).  :attr:`IndexStats.rebuilt_rows` counts them and
+the tests hold it to that bound.  Nothing depends on ``n`` except through ``C``.  A remove
+sets a tombstone, O(1); when tombstoned rows exceed a quarter of the rows held, a compaction
+(seal the open segment, merge everything) is scheduled: at least ``h / 4`` removes pay for
+rebuilding ``h`` rows, so at most 4 row-rebuilds per remove, amortised.
 
 Off the add path.  With ``background=True`` (the default) seals and merges run on a worker
 thread (the compiled kernels release the GIL) while queries keep using the old segments; the
@@ -124,6 +126,10 @@ class IndexStats:
     """Seals completed since the index was created."""
     merges: int
     """Merges completed since the index was created."""
+    rebuilt_rows: int
+    """Rows copied into new segments by seals and merges since the index was created (the
+    amortised cost: at most ``2 + 8 / merge_fanout`` per added row, see the module docstring;
+    explicit ``seal``/``merge`` calls and compactions come on top)."""
     busy: bool
     """True while maintenance is queued or running."""
 
@@ -218,6 +224,7 @@ class PdqIndex:
         self._error: BaseException | None = None
         self._seals = 0
         self._merges = 0
+        self._rebuilt_rows = 0
         self._view = _View((), (), (), self._alive)
         self._local = threading.local()
 
@@ -315,6 +322,7 @@ class PdqIndex:
                 held=self._held,
                 seals=self._seals,
                 merges=self._merges,
+                rebuilt_rows=self._rebuilt_rows,
                 busy=self._worker is not None or self._next_task() is not None,
             )
 
@@ -327,8 +335,7 @@ class PdqIndex:
         self._alive = alive
 
     def _target_capacity(self) -> int:
-        sealed = sum(s.rows for s in self._segments)
-        return int(max(self.open_capacity, sealed // 8))
+        return max(self.open_capacity, -(-self._held // 8))
 
     def _main_layout(self) -> Layout:
         if not self._segments:
@@ -360,6 +367,7 @@ class PdqIndex:
             old_words, old_ids = self._open.rows(self._open.count)
             keep = self._alive[old_ids]
             self._reclaimed(int(old_ids.shape[0] - keep.sum()))
+            self._rebuilt_rows += int(keep.sum())  # instead of their seal
             words = np.concatenate([old_words[keep], words])
             ids = np.concatenate([old_ids[keep], ids])
         self._open = None
@@ -373,15 +381,17 @@ class PdqIndex:
     def _freeze(self) -> None:
         """Retire the open segment from adds and queue its seal (waiting for the worker if
         :data:`MAX_FROZEN` seals are already queued)."""
-        op, self._open = self._open, None
-        if op is None or op.count == 0:
-            return
-        if self.background:
+        op = self._open
+        if op is not None and op.count and self.background:
+            # Wait with the segment still open: the worker publishes views while we wait,
+            # and they must keep showing its rows.
             while len(self._frozen) >= MAX_FROZEN and self._error is None:
                 self._schedule()
                 self._cond.wait()
-        self._frozen.append(op)
-        self._publish()
+        self._open = None
+        if op is not None and op.count:
+            self._frozen.append(op)
+            self._publish()
 
     def _publish(self) -> None:
         opens = tuple(self._frozen) + ((self._open,) if self._open is not None else ())
@@ -413,12 +423,16 @@ class PdqIndex:
     def _next_task(self) -> _Task | None:
         if self._running is not None:
             return None
+        # Merge before sealing more, so the number of sealed segments stays bounded even when
+        # the writer keeps the worker busy; a requested merge waits for pending seals instead,
+        # so that it takes in the rows they hold.
+        if len(self._segments) > self.merge_fanout:
+            return _Task(None, self._segments)
         if self._frozen:
             return _Task(self._frozen[0], ())
-        if self._merge_wanted and not self._segments:
-            self._merge_wanted = False
-        if self._merge_wanted or len(self._segments) > self.merge_fanout:
+        if self._merge_wanted and self._segments:
             return _Task(None, self._segments)
+        self._merge_wanted = False
         return None
 
     def _schedule(self) -> None:
@@ -428,7 +442,12 @@ class PdqIndex:
         if not self.background:
             while (task := self._next_task()) is not None:
                 self._start(task)
-                self._finish(task, *self._execute(task, self.threads))
+                try:
+                    built = self._execute(task, self.threads)
+                except BaseException:
+                    self._running = None
+                    raise
+                self._finish(task, *built)
             return
         if self._worker is None and self._next_task() is not None:
             self._worker = threading.Thread(
@@ -496,6 +515,7 @@ class PdqIndex:
             self._segments = new + tuple(s for s in self._segments if s not in task.inputs)
             self._merges += 1
         self._reclaimed(dropped)
+        self._rebuilt_rows += 0 if seg is None else seg.rows
         self._running = None
         self._publish()
 

@@ -257,8 +257,8 @@ class _Reader:
                 raise self._fail(f"{name} is not listed in the manifest")
             try:
                 arr = np.load(self.path / name, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as exc:
-                raise self._fail(f"cannot load {name} ({exc})") from None
+            except Exception as exc:  # a damaged header fails in many ways (even SyntaxError)
+                raise self._fail(f"cannot load {name} ({type(exc).__name__}: {exc})") from None
             if arr.dtype.str != meta["dtype"] or list(arr.shape) != meta["shape"]:
                 want = f"{meta['dtype']}{tuple(meta['shape'])}"
                 raise self._fail(f"{name} is {arr.dtype.str}{arr.shape}, manifest says {want}")

@@ -23,7 +23,8 @@ from federation.index.layout import (
 from federation.index.pdq import PdqIndex
 from federation.index.tuning import balanced_layout, bit_entropy, choose_layout
 
-from .test_pdq_index import BACKENDS, as_pairs, brute, flip
+from .hashes import as_pairs, brute, flip
+from .test_pdq_index import BACKENDS
 
 
 def skewed(rng: np.random.Generator, n: int) -> npt.NDArray[np.uint64]:

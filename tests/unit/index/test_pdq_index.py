@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.errors import InputError
 from federation.index import _kernels
-from federation.index.layout import MIH_MAX_RADIUS, chunk_radii, mih_max_radius, popcount_rows
+from federation.index.layout import MIH_MAX_RADIUS, chunk_radii, mih_max_radius
 from federation.index.pdq import PdqIndex, pdq_words
+
+from .hashes import as_pairs, brute, flip, planted
 
 BACKENDS = [
     "numpy",
@@ -19,37 +20,6 @@ BACKENDS = [
         "numba", marks=pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="numba not importable")
     ),
 ]
-
-
-def flip(q: npt.NDArray[np.uint64], bits: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
-    out = q.copy()
-    for b in bits.tolist():
-        out[b // 64] ^= np.uint64(1) << np.uint64(b % 64)
-    return out
-
-
-def planted(
-    rng: np.random.Generator, n_random: int, q: npt.NDArray[np.uint64], max_d: int
-) -> npt.NDArray[np.uint64]:
-    """Random hashes plus, for every distance 0..max_d, two hashes at exactly that distance."""
-    rand = rng.integers(0, 2**64 - 1, size=(n_random, 4), dtype=np.uint64, endpoint=True)
-    near = [flip(q, rng.choice(256, d, replace=False)) for d in range(max_d + 1) for _ in (0, 1)]
-    rows = np.concatenate([rand, np.array(near, dtype=np.uint64).reshape(-1, 4)])
-    return rows[rng.permutation(rows.shape[0])]
-
-
-def brute(
-    stored: npt.NDArray[np.uint64], alive: npt.NDArray[np.bool_], q: npt.NDArray[np.uint64], r: int
-) -> list[tuple[int, int]]:
-    d = popcount_rows(stored ^ q.reshape(1, -1))
-    rows = np.flatnonzero((d <= r) & alive)
-    return sorted((int(d[i]), int(i)) for i in rows)
-
-
-def as_pairs(hits: object) -> list[tuple[int, int]]:
-    ids = hits.ids.tolist()  # type: ignore[attr-defined]
-    dist = hits.distances.tolist()  # type: ignore[attr-defined]
-    return list(zip(dist, ids, strict=True))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -61,7 +31,7 @@ def test_every_planted_distance_found(backend: str, radius: int) -> None:
     index = PdqIndex(backend=backend, open_capacity=500)  # type: ignore[arg-type]
     for a in range(0, stored.shape[0], 700):
         index.add(stored[a : a + 700])
-    # both paths exercised: rows in sealed segments and rows still in the side buffer
+    # both paths exercised: rows in sealed segments and rows still in the open segment
     assert 0 < sum(index.segment_sizes) < stored.shape[0]
     alive = np.ones(stored.shape[0], dtype=np.bool_)
     got = as_pairs(index.query(q, radius))
