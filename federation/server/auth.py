@@ -84,6 +84,7 @@ class Principal:
     member_id: str | None
     roles: frozenset[str]
     suspended: bool = False
+    """The member is suspended at the time the request is verified (it gets 403)."""
 
 
 class KeyResolver(Protocol):
@@ -105,6 +106,18 @@ class PeerKey:
     not_after: int | None
     roles: frozenset[str] = frozenset()
     suspended: bool = False
+    """The member's ``status`` is ``suspended`` in the manifest."""
+    suspended_at: int | None = None
+    """When that suspension takes effect for requests; None: at once (by size alone)."""
+
+    def suspended_by(self, at: int) -> bool:
+        """Whether the member is suspended at unix time ``at`` (spec/protocol.md §3.3).
+
+        Judged per request by the verifier's clock, not when the registry was built: a
+        suspension dated in the future leaves the member active until then, and one by
+        ``suspended_size`` alone (no ``suspended_at``) takes effect at once.
+        """
+        return self.suspended and (self.suspended_at is None or at >= self.suspended_at)
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,7 @@ class PeerKeyRegistry:
         if key.not_after is not None and at >= key.not_after:
             return None
         return Principal(
-            keyid, key.public_key, "peer", key.member_id, key.roles, suspended=key.suspended
+            keyid, key.public_key, "peer", key.member_id, key.roles, suspended=key.suspended_by(at)
         )
 
 

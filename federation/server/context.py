@@ -113,7 +113,8 @@ NODE: web.AppKey[NodeContext] = web.AppKey("node", NodeContext)
 
 class ManifestResolver:
     """The key resolver of the manifest in force: rebuilt whenever a new version is accepted,
-    so suspensions and new transport keys apply to the next request."""
+    so suspensions and new transport keys apply to the next request.  Whether a suspension
+    has taken effect is judged by each request's clock (``suspended_at``), not here."""
 
     def __init__(self, config: NodeConfig, manifest: SignedManifest) -> None:
         self._config = config
@@ -130,6 +131,10 @@ class ManifestResolver:
 def build_resolver(config: NodeConfig, manifest: SignedManifest) -> ChainResolver:
     """Peers from the manifest first (roles = manifest roles), then this node's own clients.
 
+    A suspended member's keys carry its ``suspended_at``, so a suspension dated in the future
+    refuses its requests only from that moment on (spec/protocol.md §3.3); one by
+    ``suspended_size`` alone refuses them at once.
+
     Key ids must be unique across both, or one could impersonate the other; that is refused
     here as a configuration error rather than resolved by order.
     """
@@ -145,6 +150,7 @@ def build_resolver(config: NodeConfig, manifest: SignedManifest) -> ChainResolve
                     not_after=key.not_after,
                     roles=frozenset(str(role) for role in member.roles),
                     suspended=member.status == "suspended",
+                    suspended_at=member.suspended_at,
                 )
             )
     clients = [
