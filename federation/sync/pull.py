@@ -10,6 +10,9 @@ mirror from m to n in chunks of at most ``chunk`` leaves (spec/sync.md §3.1):
    leaves is a prefix of C; the chunk is applied in one transaction;
 3. the proof e → n of one chunk is the T → C proof of the next (T is now the tree of e).
 
+A chunk never crosses the origin's ``suspended_size``: the leaves below it are vouched for and
+mirrored in full, and the first leaf at it is refused (``member_suspended``), ending the pull.
+
 Memory is bounded by two chunks (the one being verified and the next, prefetched), whatever
 n − m is, and no unsigned tree head is ever trusted beyond what the proof to C establishes.
 A crash between chunks leaves the verified size in ``mirror_progress``; the next pull resumes
@@ -112,6 +115,25 @@ async def _cancel(task: asyncio.Future[Any] | None) -> None:
             await task  # retrieve its outcome: a prefetch nobody needs is not an error
 
 
+def _chunk_end(start: int, n: int, chunk: int, suspended_size: int | None) -> int:
+    """Where the chunk starting at ``start`` ends, for a checkpoint of size ``n``.
+
+    At most ``chunk`` leaves — but a chunk never crosses the origin's ``suspended_size``
+    (spec/sync.md §3.1): a batch holding a refused entry is refused whole, so a chunk that
+    straddled the size would lose the vouched entries below it.  Ending one chunk exactly at
+    the size mirrors every vouched entry.  A chunk that starts at or beyond it holds a single
+    leaf: that leaf is refused (``member_suspended``) whatever it is, and fetching one still
+    runs the checks before it — the signature and consistency of the checkpoint, so a fork
+    signed with a stolen key is still caught — without fetching a chunk of refused leaves.
+    """
+    if suspended_size is not None and start >= suspended_size:
+        return min(n, start + 1)
+    end = min(n, start + chunk)
+    if suspended_size is not None and start < suspended_size < end:
+        return suspended_size
+    return end
+
+
 async def pull_range(
     client: PeerClient,
     member: Member,
@@ -129,7 +151,9 @@ async def pull_range(
     """Bring ``member``'s mirror from ``trusted`` to ``checkpoint``; (leaves applied, new size).
 
     Raises whatever verification raises for the chunk at fault; chunks applied before it stay
-    (each was proven a prefix of the signed checkpoint on its own).
+    (each was proven a prefix of the signed checkpoint on its own).  Chunks end at the
+    member's ``suspended_size`` (:func:`_chunk_end`), so every vouched entry is mirrored before
+    the first refused one stops the pull.
 
     The next chunk is fetched while this one is verified and applied (the source builds its
     pages while we check signatures), and verification runs off the event loop on a few
@@ -140,8 +164,14 @@ async def pull_range(
     m = 0 if trusted is None else trusted.size
     n = checkpoint.size
     chunk = max(1, settings.chunk)
+    owner = manifest.member(member.id)
+    cut = None if owner is None else owner.suspended_size
+
+    def chunk_end(start: int) -> int:
+        return _chunk_end(start, n, chunk, cut)
+
     total = 0
-    end = min(n, m + chunk)
+    end = chunk_end(m)
     # The proof m → n and the first chunk are requested at once (one round trip, not two).
     first_proof = (
         asyncio.ensure_future(client.get_consistency(member.id, m, n)) if 0 < m < n else None
@@ -161,8 +191,10 @@ async def pull_range(
             )
             pending = None
             leaves, end_proof = await current
-            if end < n:  # prefetch: the source works on the next chunk while we verify
-                following = min(n, end + chunk)
+            if end < n and (cut is None or end <= cut):
+                # Prefetch: the source works on the next chunk while we verify.  Not past the
+                # first chunk beyond a suspension: that one is refused, nothing follows it.
+                following = chunk_end(end)
                 pending = asyncio.ensure_future(
                     _fetch_chunk(client, member.id, end, following, n, settings.page_size)
                 )
@@ -212,9 +244,9 @@ async def pull_range(
                 await _cancel(pending)
                 pending = None
                 proof = await client.get_consistency(member.id, m, n)
-                end = min(n, m + chunk)
+                end = chunk_end(m)
             else:
-                end = min(n, end + chunk)
+                end = chunk_end(end)
     finally:
         await _cancel(pending)
         pool.shutdown(wait=False, cancel_futures=True)

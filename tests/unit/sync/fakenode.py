@@ -41,6 +41,8 @@ class FakeNode:
         self.destinations: list[str] = []
         self.notified: list[dict[str, str]] = []
         self.checkpoint_requests: dict[str, int] = {}
+        self.entry_requests: list[tuple[str, int, int]] = []
+        """(member, start, limit) of every ``entries`` request, in order."""
         self.url = ""
 
     def _log(self, request: web.Request) -> tuple[FakeLog, Tamper, int]:
@@ -71,6 +73,8 @@ class FakeNode:
     async def entries(self, request: web.Request) -> web.Response:
         fake, tamper, size = self._log(request)
         start, limit = int(request.query["start"]), int(request.query["limit"])
+        member = request.match_info.get("member", self.member_id)
+        self.entry_requests.append((member, start, limit))
         items = [
             {"index": i, "leaf": base64.b64encode(tamper.leaves.get(i, fake.leaves[i])).decode()}
             for i in range(start, min(start + min(limit, 1000), size))

@@ -3,6 +3,7 @@ what a node relays is always a signed checkpoint no larger than the leaves it ho
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from federation.core.entries import leaf_bytes, sign_entry
@@ -11,7 +12,7 @@ from federation.store.schema import mirror_progress
 from federation.sync.pull import PullSettings
 from tests.unit.sync.conftest import ORIGIN, World
 from tests.unit.sync.fakenode import Tamper
-from tests.unit.sync.helpers import LOG_KEYS, submission
+from tests.unit.sync.helpers import LOG_KEYS, T0, FakeLog, make_manifest, submission
 
 
 def chunked(world: World, chunk: int = 5) -> None:
@@ -85,3 +86,85 @@ async def test_restart_hands_unsigned_leaves_to_the_index_again(world: World) ->
     await world.rep.load()  # as after a restart: the index loads only up to the signed size
     assert [i for _, i, _ in world.applied] == list(range(5))
     assert all(e.entry.id == f"sub-{i}" for _, i, e in world.applied)
+
+
+# --- chunks end at the origin's suspended_size (spec/sync.md §3.1) --------------------------
+
+
+def suspend(world: World, size: int) -> None:
+    world.rep.manifest = make_manifest(
+        endpoints={"police": world.police.url, "relay": world.relay.url},
+        police={"status": "suspended", "suspended_size": size},
+    )
+
+
+def fetched_from(world: World, start: int) -> list[int]:
+    """Every leaf index at or beyond ``start`` that any source was asked for."""
+    return sorted(
+        {
+            i
+            for node in (world.police, world.relay)
+            for member, first, limit in node.entry_requests
+            if member == "police"
+            for i in range(first, first + limit)
+            if i >= start
+        }
+    )
+
+
+@pytest.mark.parametrize("vouched", [0, 1, 5, 7, 12])
+async def test_a_node_behind_takes_every_vouched_entry(world: World, vouched: int) -> None:
+    chunked(world)  # chunks of 5: [0, 5), [5, 10), ... unless cut at the suspended size
+    suspend(world, vouched)
+    await world.rep.sync_origin("police")  # fails at the refused leaf (nothing counted)
+    assert [i for _, i, _ in world.applied] == list(range(vouched))
+    assert await progress(world) == (vouched or None)
+    assert await world.size() == 0  # no signed checkpoint of exactly that size was served
+    assert "member_suspended" in world.rep.status()["origins"]["police"]["last_error"]
+    # Beyond the vouched size each source was asked for one leaf, the refused one.
+    assert fetched_from(world, vouched) == [vouched]
+
+
+async def test_a_node_partway_resumes_to_the_suspended_size(world: World) -> None:
+    chunked(world)
+    world.police.tamper["police"] = world.relay.tamper["police"] = Tamper(size=3)
+    assert await world.rep.sync_origin("police") == 3
+    world.police.tamper.clear()
+    world.relay.tamper.clear()
+    suspend(world, 9)
+    # [3, 8) then [8, 9), cut at 9 rather than [8, 13): then leaf 9 alone is refused.
+    await world.rep.sync_origin("police")
+    assert [i for _, i, _ in world.applied] == list(range(9))
+    assert await progress(world) == 9
+    assert fetched_from(world, 9) == [9]
+    assert await world.size() == 3  # the last signed checkpoint held, still served
+
+
+@pytest.mark.parametrize("vouched", [13, 20])
+async def test_a_checkpoint_within_the_suspended_size_is_applied_whole(
+    world: World, vouched: int
+) -> None:
+    chunked(world)
+    suspend(world, vouched)
+    assert await world.rep.sync_origin("police") == 13
+    assert await world.size() == 13
+    assert await progress(world) is None
+    assert world.rep.status()["origins"]["police"]["last_error"] is None
+
+
+async def test_a_fork_beyond_the_suspended_size_is_still_evidence(world: World) -> None:
+    """A thief with the log key signs a longer history that rewrites a vouched entry: the
+    one-leaf chunk beyond the size still checks the checkpoint's consistency first."""
+    chunked(world)
+    suspend(world, 7)
+    await world.rep.sync_origin("police")
+    assert await progress(world) == 7
+    fork = FakeLog()
+    fork.add(3)
+    fork.add(11, created=T0 + 900)  # leaf 3 onwards differ: inconsistent with what we hold
+    world.police.logs["police"] = world.relay.logs["police"] = fork
+    await world.rep.reset_backoff("police")
+    await world.rep.sync_origin("police")
+    assert world.rep.status()["origins"]["police"]["frozen"]
+    assert await world.evidence_count() == 1
+    assert await progress(world) == 7
