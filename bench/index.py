@@ -6,11 +6,19 @@ planted near-duplicates at distances 0..31, it measures build time and
 memory, single-query p50/p99, batch-of-1,000 throughput and recall against brute force, and
 prints each peer's ratio to ours.  ``quick`` uses 200k hashes and skips the slow faiss
 multi-hash builds.  faiss-cpu is a bench-only extra (``pip install -e '.[bench]'``).
+
+For the uniform set it then measures updates: single adds (one hash per call, as replication
+of single entries does) into an index of that size while its worker merges all of it and a
+full open segment waits for its seal — mean, p99 and max per add, to show that no rebuild runs
+on the add path — and a snapshot save and restore of the index
+(``HASHFED_BENCH_INDEX_UPDATES=0`` skips this part).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -239,6 +247,71 @@ def run(quick: bool) -> None:
                                         data, single, batch, truth)
                         )  # fmt: skip
             _print(n, label, rows)
+            if label == "uniform" and os.environ.get("HASHFED_BENCH_INDEX_UPDATES") != "0":
+                bench_updates(rng, data, single)
+
+
+def bench_updates(rng: np.random.Generator, data: Words, single: Words) -> None:
+    """Single adds while the worker rebuilds, then a snapshot round trip (see the module
+    docstring); prints one small table per size."""
+    n = data.shape[0]
+    n_single = min(200_000, max(20_000, n // 50))
+    index = PdqIndex(radius_default=RADIUS)
+    index.add(data)
+    index.merge()  # worker: rebuild all n rows (a compaction; the worst single rebuild)
+    t0 = time.perf_counter()
+    fill = uniform(rng, 10_000)
+    index.add(fill)  # opens the open segment; then fill it to n_single / 2 short of full
+    while index.stats().open_room > n_single // 2 + fill.shape[0]:
+        index.add(uniform(rng, fill.shape[0]))
+    index.add(uniform(rng, index.stats().open_room - n_single // 2))
+    before = index.stats()
+    stream = [row.tobytes() for row in uniform(rng, n_single)]
+    lat = np.empty(n_single)
+    for i, h in enumerate(stream):
+        t = time.perf_counter()
+        index.add(h)
+        lat[i] = time.perf_counter() - t
+    during = index.stats()
+    p50_during, _ = _time_single(lambda q: index.query(q), single)
+    index.flush()
+    worker_s = time.perf_counter() - t0
+    after = index.stats()
+    p50_after, _ = _time_single(lambda q: index.query(q), single)
+    print(f"\n### updates, {n:,} hashes, uniform\n")
+    print(
+        f"{n_single:,} single adds (one hash per call) while the worker merged all {n:,} rows"
+        f" and sealed a full open segment ({before.open_room + before.open_rows[-1]:,} rows):"
+        f" {after.merges - before.merges} merge(s) and {after.seals - before.seals} seal(s)"
+        f" done, {worker_s:.1f} s from the merge request to idle.\n"
+    )
+    print("| measure | value |")
+    print("| --- | ---: |")
+    print(f"| add mean µs | {lat.mean() * 1e6:.1f} |")
+    print(f"| add p99 µs | {np.percentile(lat, 99) * 1e6:.1f} |")
+    print(f"| add max ms | {lat.max() * 1e3:.2f} |")
+    print(f"| adds over 10 ms | {int((lat > 0.01).sum())} |")
+    print(f"| segments after the stream (sealed; open) | {during.segments}; {during.open_rows} |")
+    print(f"| query p50 ms after the stream | {p50_during:.3f} |")
+    print(f"| query p50 ms once idle {after.segments}; {after.open_rows} | {p50_after:.3f} |")
+    tmp = tempfile.mkdtemp(prefix="hashfed-bench-snapshot-")
+    try:
+        path = os.path.join(tmp, "index")
+        t = time.perf_counter()
+        index.save(path)
+        save_s = time.perf_counter() - t
+        size = sum(e.stat().st_size for e in os.scandir(path))
+        t = time.perf_counter()
+        loaded = PdqIndex.load(path)
+        load_s = time.perf_counter() - t
+        loaded.flush()
+        p50_loaded, _ = _time_single(lambda q: loaded.query(q), single)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"| snapshot size MB | {size / 2**20:.0f} |")
+    print(f"| snapshot save s | {save_s:.2f} |")
+    print(f"| snapshot load s (read, CRC-32 and structure checks) | {load_s:.2f} |")
+    print(f"| query p50 ms after load | {p50_loaded:.3f} |")
 
 
 def _print(n: int, label: str, rows: list[Row]) -> None:

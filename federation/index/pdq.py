@@ -118,6 +118,9 @@ class IndexStats:
     """Rows per sealed segment."""
     open_rows: tuple[int, ...]
     """Rows per open segment: frozen ones awaiting their seal, then the one taking adds."""
+    open_room: int
+    """Rows the open segment taking adds accepts before it is frozen (0: none is open; the
+    next add opens one)."""
     live: int
     """Rows not tombstoned."""
     held: int
@@ -318,6 +321,7 @@ class PdqIndex:
             return IndexStats(
                 segments=tuple(s.rows for s in view.segments),
                 open_rows=view.counts,
+                open_room=0 if self._open is None else self._open.room,
                 live=self._live,
                 held=self._held,
                 seals=self._seals,
@@ -485,24 +489,34 @@ class PdqIndex:
 
     def _execute(self, task: _Task, threads: int) -> tuple[Segment | None, int]:
         """Build the replacement segment (no lock held: the inputs are immutable and the
-        tombstones only ever turn off).  Rows already tombstoned are not copied."""
+        tombstones only ever turn off).  Rows already tombstoned are not copied; a segment
+        without tombstoned rows lends its rows array as it is (it is never modified)."""
         alive = self._alive
         if task.frozen is not None:
-            parts = [task.frozen.rows(task.frozen.count)]
+            rows, ids = task.frozen.rows(task.frozen.count)
+            parts = [(rows.copy(), ids)]  # not a view into the open segment's buffer
             layout: Layout | None = task.frozen.layout
         else:
-            parts = [(s.words, s.ids) for s in task.inputs]
+            parts = sorted(((s.words, s.ids) for s in task.inputs), key=lambda p: int(p[1][0]))
             layout = None
         total = sum(int(ids.shape[0]) for _, ids in parts)
-        keeps = [alive[ids] for _, ids in parts]
-        words = np.concatenate([w[k] for (w, _), k in zip(parts, keeps, strict=True)])
-        ids = np.concatenate([i[k] for (_, i), k in zip(parts, keeps, strict=True)])
-        if ids.shape[0] > 1 and (np.diff(ids) < 0).any():
-            order = np.argsort(ids, kind="stable")
-            words, ids = words[order], ids[order]
-        dropped = total - int(ids.shape[0])
-        if ids.shape[0] == 0:
+        kept = []
+        for words, ids in parts:
+            keep = alive[ids]
+            kept.append((words, ids) if keep.all() else (words[keep], ids[keep]))
+        kept = [(w, i) for w, i in kept if i.shape[0]]
+        dropped = total - sum(int(i.shape[0]) for _, i in kept)
+        if not kept:
             return None, dropped
+        if len(kept) == 1:
+            words, ids = kept[0]
+        else:
+            words = np.concatenate([w for w, _ in kept])
+            ids = np.concatenate([i for _, i in kept])
+            # Each part is sorted; only interleaved id ranges need a sort.
+            if any(a[1][-1] > b[1][0] for a, b in zip(kept, kept[1:], strict=False)):
+                order = np.argsort(ids, kind="stable")
+                words, ids = words[order], ids[order]
         return self._build(np.ascontiguousarray(words), ids, layout, threads), dropped
 
     def _finish(self, task: _Task, seg: Segment | None, dropped: int) -> None:

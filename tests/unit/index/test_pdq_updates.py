@@ -210,7 +210,7 @@ def test_reader_thread_during_background_maintenance(backend: str, seed: int) ->
     q = random_rows(rng, 1)[0]
     steps = [planted(rng, 3000, q, 64)]
     steps += [
-        planted(rng, int(rng.integers(50, 800)), q, int(rng.integers(0, 64))) for _ in range(24)
+        planted(rng, int(rng.integers(50, 800)), q, int(rng.integers(0, 64))) for _ in range(16)
     ]
     data = np.concatenate(steps)
     dist = popcount_rows(data ^ q.reshape(1, -1))
