@@ -55,7 +55,9 @@ class OpenSegment:
         self.id_lo = id_lo
         self.capacity = capacity
         self.layout = layout
-        self.prefix_bits = prefix_bits_for(capacity, layout.widths, max_prefix_bits)
+        # Sized for four times the capacity: a chain step is a dependent, usually missing
+        # load (a sealed bucket is one contiguous run), so buckets are kept sparse.
+        self.prefix_bits = prefix_bits_for(4 * capacity, layout.widths, max_prefix_bits)
         self.use_numba = use_numba
         self.count = 0
         """Rows appended (the writer's view; readers use their snapshot's count)."""
