@@ -44,13 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from federation.errors import StorageError
-from federation.index.layout import (
-    CHUNK_COUNTS,
-    PDQ_WORDS,
-    Layout,
-    chunk_widths,
-    make_layout,
-)
+from federation.index.layout import PDQ_BITS, PDQ_WORDS, Layout, make_layout
 from federation.index.segment import Segment, suffix_dtype
 
 FORMAT = "hashfed-pdq-index"
@@ -229,6 +223,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return body
 
 
+def _is_width(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 32
+
+
 def _int(value: object, lo: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"expected an integer >= {lo}, got {value!r}")
@@ -270,14 +268,14 @@ class _Reader:
             return dict(pool.map(one, names))
 
     def _layout(self, order: npt.NDArray[Any], widths: object, what: str) -> Layout:
-        if not isinstance(widths, list) or len(widths) not in CHUNK_COUNTS:
-            raise self._fail(f"{what}: unsupported chunk count")
-        if tuple(widths) != chunk_widths(len(widths)) or order.dtype != np.int64:
-            raise self._fail(f"{what}: unsupported layout")
+        if not isinstance(widths, list) or not all(_is_width(w) for w in widths):
+            raise self._fail(f"{what}: unsupported layout (chunk widths)")
+        if order.dtype != np.int64 or order.shape != (PDQ_BITS,):
+            raise self._fail(f"{what}: unsupported layout (bit order)")
         try:
             return make_layout(order, tuple(widths))
         except ValueError as exc:
-            raise self._fail(f"{what}: {exc}") from None
+            raise self._fail(f"{what}: unsupported layout ({exc})") from None
 
     def contents(self) -> Contents:
         b = self.body
