@@ -40,13 +40,17 @@ import numpy.typing as npt
 
 from federation.index.layout import (
     CHUNK_COUNTS,
+    PAIRED_PARTNERS,
+    PAIRED_WIDTHS,
     Layout,
+    chunk_budgets,
     chunk_keys,
     chunk_radii,
     chunk_widths,
     default_layout,
     make_layout,
     mih_max_radius,
+    partner_ranges,
     permute_rows,
     popcount,
     popcount_rows,
@@ -86,10 +90,16 @@ def bit_entropy(sample: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
     return ent
 
 
-def balanced_layout(entropy: npt.NDArray[np.float64], n_chunks: int) -> Layout:
-    """Deal bits to ``n_chunks`` chunks so every chunk gets a similar total entropy
-    (correlation between bits is ignored; see :func:`correlated_layout`)."""
-    widths = chunk_widths(n_chunks)
+def balanced_layout(
+    entropy: npt.NDArray[np.float64],
+    chunks: int | tuple[int, ...],
+    partners: tuple[int, ...] = (),
+) -> Layout:
+    """Deal bits to ``chunks`` (a count of near-equal chunks, or their widths) so every chunk
+    gets a similar total entropy (correlation between bits is ignored; see
+    :func:`correlated_layout`)."""
+    widths = chunk_widths(chunks) if isinstance(chunks, int) else chunks
+    n_chunks = len(widths)
     members: list[list[int]] = [[] for _ in widths]
     total = np.zeros(n_chunks)
     # Stable order (ties by bit position) keeps the layout a pure function of the sample.
@@ -100,7 +110,7 @@ def balanced_layout(entropy: npt.NDArray[np.float64], n_chunks: int) -> Layout:
         total[c] += entropy[bit]
     # Most informative bits last, so they are the top (prefix) bits of the chunk key.
     order = [b for chunk in members for b in reversed(chunk)]
-    return make_layout(order, widths)
+    return make_layout(order, widths, partners)
 
 
 def pair_differences(
@@ -116,7 +126,11 @@ def pair_differences(
     return bits.astype(np.bool_)
 
 
-def correlated_layout(diffs: npt.NDArray[np.bool_], n_chunks: int) -> Layout:
+def correlated_layout(
+    diffs: npt.NDArray[np.bool_],
+    chunks: int | tuple[int, ...],
+    partners: tuple[int, ...] = (),
+) -> Layout:
     """Greedy bit allocation minimising per-chunk pair collisions (module docstring, step 1).
 
     ``level[c, p]`` is pair ``p``'s distance on chunk ``c``'s bits so far (its weight is
@@ -126,8 +140,10 @@ def correlated_layout(diffs: npt.NDArray[np.bool_], n_chunks: int) -> Layout:
     sets: exact (weights are powers of two) and, unlike a float matrix-vector product, never
     handed to a multi-threaded BLAS, which stalls when the cores are busy (15x slower measured
     on a loaded 2-core machine).  Pairs past :data:`_MAX_LEVEL` weigh nothing more.
+    ``chunks`` is a count of near-equal chunks or their widths.
     """
-    widths = chunk_widths(n_chunks)
+    widths = chunk_widths(chunks) if isinstance(chunks, int) else chunks
+    n_chunks = len(widths)
     n_pairs, n_bits = diffs.shape
     by_bit = np.ascontiguousarray(np.packbits(diffs.T, axis=1, bitorder="little"))
     by_bit_words = by_bit.view(np.uint64) if n_pairs % 64 == 0 else None
@@ -157,9 +173,10 @@ def correlated_layout(diffs: npt.NDArray[np.bool_], n_chunks: int) -> Layout:
                 gain[c] -= common * scale[d + 1]
             lv[hit] += 1
         left[c] = float(scale[lv].sum())
-    # First picks (most separating) last, so they are the top (prefix) bits of the chunk key.
+    # First picks (most separating) last, so they are the top (prefix) bits of the chunk key
+    # and, in a paired layout, the partner bits its partner's postings carry.
     order = [b for chunk in members for b in reversed(chunk)]
-    return make_layout(order, widths)
+    return make_layout(order, widths, partners)
 
 
 _MAX_LEVEL = 24
@@ -180,9 +197,12 @@ def query_work(
     """Estimated cost of one query on a segment of ``n_rows`` like ``sample``, in candidate
     verifications: candidates and bucket entries are measured with sample rows as queries
     against the sample (a row found by two chunks counts twice, as it costs twice) and scaled
-    to ``n_rows``; probes are counted exactly."""
+    to ``n_rows``; probes are counted exactly.  A paired layout's candidates are the entries
+    that also pass the partner test (:func:`~federation.index.layout.accepted_by`)."""
     rows = permute_rows(sample, layout)
     radii = chunk_radii(radius, len(layout.widths))
+    budgets = chunk_budgets(radius, layout)
+    part_starts, part_widths = partner_ranges(layout, prefix_bits)
     queries = rows[:SAMPLE_QUERIES]
     entries = candidates = 0
     for c, (start, width) in enumerate(zip(layout.starts, layout.widths, strict=True)):
@@ -190,11 +210,16 @@ def query_work(
         if rc < 0:
             continue
         keys = chunk_keys(rows, start, width)
+        part = chunk_keys(rows, int(part_starts[c]), int(part_widths[c]))
+        q_part = chunk_keys(queries, int(part_starts[c]), int(part_widths[c])).tolist()
         shift = np.uint64(width - min(prefix_bits, width))
-        for q in chunk_keys(queries, start, width).tolist():
+        for q, qp in zip(chunk_keys(queries, start, width).tolist(), q_part, strict=True):
             dist = popcount(keys ^ np.uint64(q))
             near = popcount((keys ^ np.uint64(q)) >> shift)
-            candidates += int((dist <= rc).sum()) - 1  # minus the query row itself
+            ok = dist <= rc
+            if part_widths[c]:
+                ok &= dist + popcount(part ^ np.uint64(qp)) <= budgets[c]
+            candidates += int(ok.sum()) - 1  # minus the query row itself
             entries += int((near <= rc).sum()) - 1
     pairs = int(queries.shape[0]) * max(1, int(rows.shape[0]) - 1)
     scale = n_rows / pairs
@@ -203,27 +228,42 @@ def query_work(
 
 
 def choose_layout(
-    sample: npt.NDArray[np.uint64], n_rows: int, radius: int, max_prefix_bits: int
+    sample: npt.NDArray[np.uint64],
+    n_rows: int,
+    radius: int,
+    max_prefix_bits: int,
+    *,
+    paired: bool = False,
 ) -> Layout:
     """The layout with the least estimated query work for a segment of ``n_rows``: each offered
     chunk count with entropy-balanced bits and, for segments of :data:`GREEDY_MIN_ROWS` rows or
     more, with the greedy allocation too (it usually wins on correlated bits, but the pair
-    weights are a stand-in for the real cost, so the estimate decides)."""
+    weights are a stand-in for the real cost, so the estimate decides).
+
+    ``paired`` offers the paired layout (:data:`~federation.index.layout.PAIRED_WIDTHS`) as
+    well; pass it only when the segment's probe applies the partner test, without which that
+    layout is exact but checks many more candidates."""
     if sample.shape[0] < 256:
         return default_layout()
     diffs = pair_differences(sample) if n_rows >= GREEDY_MIN_ROWS else None
     entropy = bit_entropy(sample)
+    kinds: list[tuple[tuple[int, ...], tuple[int, ...]]] = [
+        (chunk_widths(m), ()) for m in CHUNK_COUNTS
+    ]
+    if paired:
+        kinds.append((PAIRED_WIDTHS, PAIRED_PARTNERS))
     best: tuple[float, Layout] | None = None
-    for m in CHUNK_COUNTS:
-        offered = [balanced_layout(entropy, m)]
-        if diffs is not None and radius <= mih_max_radius(m):
-            offered.append(correlated_layout(diffs, m))
-        for layout in offered:
-            if radius > mih_max_radius(m):
-                cost = float(n_rows)  # that radius would scan the segment
-            else:
-                p = prefix_bits_for(n_rows, layout.widths, max_prefix_bits)
-                cost = query_work(sample, layout, radius, n_rows, p)
+    for widths, partners in kinds:
+        if radius > mih_max_radius(len(widths)):
+            # that radius would scan the segment
+            scored = [(float(n_rows), balanced_layout(entropy, widths, partners))]
+        else:
+            offered = [balanced_layout(entropy, widths, partners)]
+            if diffs is not None:
+                offered.append(correlated_layout(diffs, widths, partners))
+            p = prefix_bits_for(n_rows, widths, max_prefix_bits)
+            scored = [(query_work(sample, x, radius, n_rows, p), x) for x in offered]
+        for cost, layout in scored:
             if best is None or cost < best[0]:
                 best = (cost, layout)
     assert best is not None

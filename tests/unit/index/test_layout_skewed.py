@@ -1,5 +1,7 @@
-"""Layouts for skewed, correlated data: the greedy allocation follows correlations, stays a
-pure function of the sample, and the index stays exact with it (hypothesis vs brute force)."""
+"""Layouts for skewed, correlated data: the greedy allocation follows correlations and stays a
+pure function of the sample; paired (two-level) layouts keep the pigeonhole bound with their
+partner test (hypothesis over adversarial flip patterns); the index stays exact with both
+(hypothesis vs brute force)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,20 @@ from hypothesis import strategies as st
 
 from federation.index import _kernels
 from federation.index import pdq as pdq_module
-from federation.index.layout import Layout, chunk_widths, mih_max_radius, popcount_rows
+from federation.index.layout import (
+    PAIRED_PARTNERS,
+    PAIRED_WIDTHS,
+    SUFFIX_BITS,
+    Layout,
+    accepted_by,
+    chunk_budgets,
+    chunk_radii,
+    chunk_widths,
+    make_layout,
+    mih_max_radius,
+    partner_ranges,
+    popcount_rows,
+)
 from federation.index.pdq import PdqIndex
 from federation.index.tuning import (
     GREEDY_MIN_ROWS,
@@ -120,7 +135,7 @@ def test_greedy_layouts_match_brute_force(seed: int, n_chunks: int, backend: str
     rng = np.random.default_rng(seed)
     stored = factor_rows(rng, 3000)
 
-    def forced(sample: Words, *_: object) -> Layout:
+    def forced(sample: Words, *_: object, **__: object) -> Layout:
         return correlated_layout(pair_differences(sample, 1024), n_chunks)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -138,6 +153,154 @@ def test_greedy_layouts_match_brute_force(seed: int, n_chunks: int, backend: str
     queries = [near(rng, q, k) for q, k in zip(picks, [0, 4, 13, 25, 31], strict=True)]
     top = mih_max_radius(n_chunks)
     for radius in (0, 5, 19, 31, top, top + 1, 63):
+        for q in queries:
+            assert pairs_of(index.query(q, radius)) == brute(stored, alive, q, radius)
+    for hits, q in zip(index.query_batch(np.stack(queries), 31), queries, strict=True):
+        assert pairs_of(hits) == brute(stored, alive, q, 31)
+
+
+# -- paired (two-level) layouts ------------------------------------------------------------
+
+
+def paired(order: npt.NDArray[np.int64]) -> Layout:
+    return make_layout(order, PAIRED_WIDTHS, PAIRED_PARTNERS)
+
+
+def test_partners_must_be_mutual_pairs() -> None:
+    order = np.arange(256)
+    with pytest.raises(ValueError, match="mutual"):
+        make_layout(order, PAIRED_WIDTHS, (1, 2, 3, 0, 8, 9, 10, 11, 4, 5, 6, 7))
+    with pytest.raises(ValueError, match="mutual"):
+        make_layout(order, PAIRED_WIDTHS, (0,) * 12)
+    with pytest.raises(ValueError, match="mutual"):
+        make_layout(order, PAIRED_WIDTHS, PAIRED_PARTNERS[:6])
+    assert not make_layout(order, chunk_widths(11), (-1,) * 11).paired
+    assert paired(order).paired
+
+
+@pytest.mark.parametrize("radius", range(0, 48))
+def test_pair_budgets_split_the_pigeonhole_bound(radius: int) -> None:
+    layout = paired(np.arange(256))
+    radii = chunk_radii(radius, 12)
+    budgets = chunk_budgets(radius, layout)
+    pairs = {tuple(sorted((c, p))) for c, p in enumerate(PAIRED_PARTNERS)}
+    assert len(pairs) == 6
+    # one budget per pair, and the pairs' units add up to radius + 1: the bound over pairs
+    assert all(budgets[a] == budgets[b] or min(radii[a], radii[b]) < 0 for a, b in pairs)
+    assert sum(int(radii[a] + radii[b] + 2) for a, b in pairs) == radius + 1
+    for c, p in enumerate(PAIRED_PARTNERS):
+        assert budgets[c] == (radii[c] + radii[p] + 1 if radii[c] >= 0 else -1)
+    if radius == 31:  # the designed split: (2, 2) on the 24-bit pairs, (2, 1) on the 20-bit
+        assert radii.tolist() == [2] * 8 + [1] * 4
+
+
+@pytest.mark.parametrize("suffix_bits", [SUFFIX_BITS, 32])
+@pytest.mark.parametrize("prefix_bits", [8, 12, 16, 19, 20])
+def test_partner_bits_are_the_top_of_the_partner_key_and_fit_the_suffix(
+    prefix_bits: int, suffix_bits: int
+) -> None:
+    layout = paired(np.random.default_rng(0).permutation(256))
+    starts, widths = partner_ranges(layout, prefix_bits, suffix_bits)
+    for c, p in enumerate(PAIRED_PARTNERS):
+        own = layout.widths[c] - prefix_bits
+        assert own + widths[c] <= suffix_bits
+        assert widths[c] == min(layout.widths[p], suffix_bits - own)
+        assert starts[c] + widths[c] == layout.starts[p] + layout.widths[p]
+    plain = make_layout(np.arange(256), chunk_widths(11))
+    assert not partner_ranges(plain, prefix_bits, suffix_bits)[1].any()
+
+
+@st.composite
+def evasive_rows(draw: st.DrawFn) -> tuple[Layout, int, int, Words, Words]:
+    """A layout, a radius, prefix bits, a query and rows within the radius whose flips are
+    spread over chunks as hypothesis likes — up to each chunk's probe radius + 1 and beyond,
+    the shapes that would slip past a wrong budget."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    kind = draw(st.sampled_from(["paired", "8", "11"]))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(256)
+    layout = paired(perm) if kind == "paired" else make_layout(perm, chunk_widths(int(kind)))
+    radius = draw(st.integers(0, layout.max_radius))
+    prefix_bits = draw(st.integers(max(layout.widths) - SUFFIX_BITS, min(layout.widths)))
+    q = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
+    radii = chunk_radii(radius, len(layout.widths))
+    rows = []
+    for _ in range(draw(st.integers(1, 6))):
+        flips: list[int] = []
+        for c, (a, w) in enumerate(zip(layout.starts, layout.widths, strict=True)):
+            k = draw(st.integers(0, min(w, max(0, int(radii[c])) + 2)))
+            flips += (a + rng.choice(w, k, replace=False)).tolist()
+        flips = flips[:radius]  # within the radius
+        bits = np.zeros(256, dtype=np.bool_)
+        bits[layout.order[flips]] = True  # permuted position -> original bit
+        mask = np.packbits(bits, bitorder="little").view(np.uint64)
+        rows.append(q ^ mask)
+    return layout, radius, prefix_bits, q, np.array(rows, dtype=np.uint64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=evasive_rows())
+def test_every_row_within_the_radius_is_accepted_by_some_chunk(
+    case: tuple[Layout, int, int, Words, Words],
+) -> None:
+    layout, radius, prefix_bits, q, rows = case
+    assert (popcount_rows(rows ^ q.reshape(1, -1)) <= radius).all()
+    assert (accepted_by(layout, rows, q, radius, prefix_bits) >= 0).all()
+
+
+def test_a_row_one_past_every_chunk_is_rejected_so_the_budgets_are_tight() -> None:
+    """Flips at ``ρ_t + 1`` in every chunk key: distance ``r + 1``, accepted by no chunk.  With
+    one flip fewer the row is within ``r`` and must be accepted (previous test)."""
+    layout = paired(np.random.default_rng(4).permutation(256))
+    q = np.zeros(4, dtype=np.uint64)
+    radii = chunk_radii(31, 12)
+    flips = [a + i for c, a in enumerate(layout.starts) for i in range(int(radii[c]) + 1)]
+    bits = np.zeros(256, dtype=np.bool_)
+    bits[layout.order[flips]] = True
+    row = np.packbits(bits, bitorder="little").view(np.uint64).reshape(1, 4)
+    assert int(popcount_rows(row)[0]) == 32
+    assert accepted_by(layout, row, q, 31, 20)[0] == -1
+    bits[layout.order[flips[0]]] = False
+    row = np.packbits(bits, bitorder="little").view(np.uint64).reshape(1, 4)
+    assert accepted_by(layout, row, q, 31, 20)[0] >= 0
+
+
+def test_partner_test_cuts_estimated_candidates() -> None:
+    rng = np.random.default_rng(6)
+    sample = factor_rows(rng, 8192)
+    with_pairs = correlated_layout(pair_differences(sample), PAIRED_WIDTHS, PAIRED_PARTNERS)
+    without = make_layout(with_pairs.order, PAIRED_WIDTHS)
+    p = prefix_bits_for(10_000_000, PAIRED_WIDTHS, 20)
+    work = query_work(sample, with_pairs, 31, 10_000_000, p)
+    assert work < 0.5 * query_work(sample, without, 31, 10_000_000, p)
+    chosen = choose_layout(sample, GREEDY_MIN_ROWS, 31, 20, paired=True)
+    assert chosen.paired
+    assert not choose_layout(sample, GREEDY_MIN_ROWS, 31, 20).paired
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), backend=st.sampled_from(BACKENDS))
+def test_paired_layouts_match_brute_force(seed: int, backend: str) -> None:
+    """Through the index (whose probe may or may not apply the partner test: either is exact)."""
+    rng = np.random.default_rng(seed)
+    stored = factor_rows(rng, 3000)
+
+    def forced(sample: Words, *_: object, **__: object) -> Layout:
+        return correlated_layout(pair_differences(sample, 1024), PAIRED_WIDTHS, PAIRED_PARTNERS)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pdq_module, "choose_layout", forced)
+        index = PdqIndex(backend=backend, open_capacity=1000, background=False)  # type: ignore[arg-type]
+        index.add(stored[:2400])
+        for a in range(2400, stored.shape[0], 150):
+            index.add(stored[a : a + 150])
+    alive = np.ones(stored.shape[0], dtype=np.bool_)
+    gone = rng.choice(stored.shape[0], 200, replace=False)
+    index.remove(gone)
+    alive[gone] = False
+    picks = stored[rng.integers(0, stored.shape[0], size=5)]
+    queries = [near(rng, q, k) for q, k in zip(picks, [0, 6, 17, 28, 31], strict=True)]
+    for radius in (0, 3, 12, 31, 40, 47, 48, 63):
         for q in queries:
             assert pairs_of(index.query(q, radius)) == brute(stored, alive, q, radius)
     for hits, q in zip(index.query_batch(np.stack(queries), 31), queries, strict=True):
