@@ -30,6 +30,7 @@ snapshot may fail to load, and the caller rebuilds the index from its log instea
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -104,8 +105,28 @@ def _crc(arr: npt.NDArray[Any]) -> int:
     return zlib.crc32(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
 
 
+def _check_stored_whole(path: Path, layout: Layout) -> None:
+    """A layout is stored as its bit order and chunk widths; refuse to save one that carries
+    more (a newer kind of layout), which would load as something else."""
+    again = make_layout(layout.order, layout.widths)
+    for f in dataclasses.fields(Layout):
+        a, b = getattr(layout, f.name), getattr(again, f.name)
+        same = (
+            all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+            if isinstance(a, tuple) and a and isinstance(a[0], np.ndarray)
+            else np.array_equal(a, b)
+        )
+        if not same:
+            raise _fail(
+                path, f"layout field {f.name!r} cannot be stored in format {FORMAT_VERSION}"
+            )
+
+
 def write(path: Path, contents: Contents, *, threads: int) -> None:
     """Write ``contents`` as a snapshot directory at ``path`` (replacing a previous snapshot)."""
+    layouts = [s.layout for s in contents.segments] + [o.layout for o in contents.opens]
+    for layout in {id(x): x for x in layouts}.values():
+        _check_stored_whole(path, layout)
     arrays: dict[str, npt.NDArray[Any]] = {"alive.npy": contents.alive}
     segments = []
     for i, seg in enumerate(contents.segments):

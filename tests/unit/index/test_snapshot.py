@@ -4,6 +4,7 @@ StorageError (or, for a flip the checks make harmless, answers identically) — 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federation.errors import StorageError
+from federation.index import snapshot
 from federation.index.pdq import PdqIndex
 from federation.index.snapshot import FORMAT_VERSION, MANIFEST
 
@@ -261,3 +263,24 @@ def test_queries_planted_at_every_distance_after_restore(tmp_path: Path) -> None
             == brute(rows, alive, q, r)
             == [(d, d) for d in range(r + 1)]
         )
+
+
+def test_layout_the_format_cannot_hold_is_not_saved(tmp_path: Path) -> None:
+    """A layout carrying more than bit order and widths (as a newer kind would) must not be
+    written as if it were a plain one: it would load as something else."""
+    index = PdqIndex(background=False)
+    index.add(random_rows(np.random.default_rng(1), 300))
+    index.seal()
+    seg = index._view.segments[0]
+    odd = dataclasses.replace(seg.layout, starts=tuple(reversed(seg.layout.starts)))
+    contents = snapshot.Contents(
+        settings=snapshot.Settings(31, 20, 65536, 4),
+        next_id=300,
+        live=300,
+        alive=np.ones(300, dtype=np.bool_),
+        segments=(dataclasses.replace(seg, layout=odd),),
+        opens=(),
+    )
+    with pytest.raises(StorageError, match="cannot be stored"):
+        snapshot.write(tmp_path / "s", contents, threads=1)
+    assert not (tmp_path / "s").exists()
