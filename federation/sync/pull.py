@@ -12,6 +12,8 @@ mirror from m to n in chunks of at most ``chunk`` leaves (spec/sync.md §3.1):
 
 A chunk never crosses the origin's ``suspended_size``: the leaves below it are vouched for and
 mirrored in full, and the first leaf at it is refused (``member_suspended``), ending the pull.
+A chunk in which an entry id repeats is cut just before the repeat: the part before it is
+applied, and the repeat then meets the held leaf as proven duplicate-id evidence.
 
 Memory is bounded by two chunks (the one being verified and the next, prefetched), whatever
 n − m is, and no unsigned tree head is ever trusted beyond what the proof to C establishes.
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +39,12 @@ import structlog
 from federation.core.checkpoint import Checkpoint
 from federation.core.entries import SignedEntry
 from federation.core.manifest import Manifest, Member
-from federation.core.replication import LEAVES_NOT_CONTIGUOUS, TrustedState, verify_batch
+from federation.core.replication import (
+    DUPLICATE_ENTRY_ID,
+    LEAVES_NOT_CONTIGUOUS,
+    TrustedState,
+    verify_batch,
+)
 from federation.errors import VerificationError
 from federation.log import mirror
 from federation.store import Store
@@ -134,6 +143,16 @@ def _chunk_end(start: int, n: int, chunk: int, suspended_size: int | None) -> in
     return end
 
 
+def _repeated_leaf(exc: VerificationError, start: int, end: int) -> int | None:
+    """The index of the leaf that repeats an entry id of an earlier leaf of the same chunk
+    ``[start, end)``, if that is what ``exc`` is (verify_batch names it ``leaves[i]``)."""
+    if exc.code != DUPLICATE_ENTRY_ID or exc.field is None:
+        return None
+    match = re.fullmatch(r"leaves\[(\d+)\]", exc.field)
+    index = None if match is None else int(match.group(1))
+    return index if index is not None and start < index < end else None
+
+
 async def pull_range(
     client: PeerClient,
     member: Member,
@@ -198,23 +217,29 @@ async def pull_range(
                 pending = asyncio.ensure_future(
                     _fetch_chunk(client, member.id, end, following, n, settings.page_size)
                 )
-            batch = await asyncio.to_thread(
-                verify_batch,
-                member,
-                trusted,
-                note,
-                leaves,
-                proof,
-                manifest=manifest,
-                now=now,
-                end=end,
-                end_proof=end_proof,
-                pool=pool,
+            verify = functools.partial(
+                verify_batch, member, trusted, note, manifest=manifest, now=now, pool=pool
             )
+            try:
+                batch = await asyncio.to_thread(verify, leaves, proof, end=end, end_proof=end_proof)
+            except VerificationError as exc:
+                repeat = _repeated_leaf(exc, m, end)
+                if repeat is None:
+                    raise
+                # Both leaves with one id are in this chunk, neither proven in the log yet: end
+                # the chunk just before the repeat, so that the next one meets the held leaf
+                # in storage, after every check, as evidence (mirror.DuplicateEntry).
+                await _cancel(pending)
+                pending = None
+                end = repeat
+                end_proof = await client.get_consistency(member.id, end, n)
+                batch = await asyncio.to_thread(
+                    verify, leaves[: end - m], proof, end=end, end_proof=end_proof
+                )
             del leaves
             async with store.transaction() as conn:
                 applied = await mirror.apply_verified(
-                    conn, member.id, member.log_origin, batch, now
+                    conn, member.id, member.log_origin, batch, now, end_proof=end_proof
                 )
             if applied and batch.leaves:
                 total += len(batch.leaves)

@@ -9,7 +9,9 @@ sizes, never timestamps.
 
 Failures are charged to the peer that served the data (exponential backoff, see
 :mod:`federation.sync.health`).  Inconsistent checkpoints are charged to the *origin*: proven
-forks, and origin-served proofs that fail, are stored as evidence and freeze the log.
+forks, and origin-served proofs that fail, are stored as evidence and freeze the log.  So are
+two leaves of the log with one entry id (:class:`~federation.log.mirror.DuplicateEntry`): both
+are signed by the origin and proven in its tree, whoever served them.
 """
 
 from __future__ import annotations
@@ -193,6 +195,9 @@ class Replicator:
                         return total
                     await self._fail(origin, source, exc, now)
                     continue
+                except mirror.DuplicateEntry as exc:
+                    await self._duplicate(member, exc, source, now)
+                    return total
                 except ConflictError as exc:  # another applier moved the log: retry later
                     oh.last_error, oh.last_error_at = describe(exc), now
                     return total
@@ -358,6 +363,27 @@ class Replicator:
         oh = self._origin(member.id)
         oh.frozen, oh.last_error, oh.last_error_at = reason, reason, now
         log.error("split_view_detected", origin=member.id, source=source, reason=reason)
+
+    async def _duplicate(
+        self, member: Member, exc: mirror.DuplicateEntry, source: str, now: int
+    ) -> None:
+        """Store duplicate-id evidence and freeze the origin; the source is not charged (it
+        served the origin's signed leaves faithfully)."""
+        reason = describe(exc)
+        async with self.store.transaction() as conn:
+            await mirror.record_duplicate(
+                conn, member.log_origin, exc, reason, now=now, source=source
+            )
+        oh = self._origin(member.id)
+        oh.frozen, oh.last_error, oh.last_error_at = reason, reason, now
+        log.error(
+            "duplicate_entry_detected",
+            origin=member.id,
+            source=source,
+            earlier=exc.earlier.index,
+            later=exc.later.index,
+            reason=reason,
+        )
 
     async def _fail(self, origin: str, source: str, exc: FederationError, now: int) -> None:
         reason = f"{source}: {describe(exc)}"

@@ -168,7 +168,7 @@ class SyncService:
         return {"enabled": self.enabled, **self.replicator.status()}
 
     async def evidence(self, limit: int) -> list[dict[str, object]]:
-        """Stored split-view evidence, newest first."""
+        """Stored evidence (split views, duplicate entry ids), newest first."""
         async with self._store.read() as conn:
             return await mirror.list_evidence(conn, limit)
 

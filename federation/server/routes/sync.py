@@ -1,11 +1,12 @@
-"""Replication routes: the notify doorbell and split-view evidence (spec/sync.md §5, §6).
+"""Replication routes: the notify doorbell and evidence (spec/sync.md §5, §5.1, §6).
 
 ``POST /v1/notify`` is for peers only: the caller must be a member's transport key (not one of
 our own clients), active in the manifest; the authenticated member id — never anything in the
 body — is who gets its backoff reset and who is recorded as the source of any evidence.
 
-``GET /v1/evidence`` lists what this node holds against other members' logs: both raw signed
-notes, the reason, the peer that served the second one and when.  Any signed caller may read
+``GET /v1/evidence`` lists what this node holds against other members' logs — split views
+(both raw signed notes) and duplicate entry ids (both leaves with inclusion proofs and the
+signed checkpoint) — with the reason, the peer that served it and when.  Any signed caller may read
 it; evidence is meant to be passed on.  Both answer 503 ``sync_disabled`` on a node that runs
 without replication.
 """
@@ -56,7 +57,7 @@ async def post_notify(request: web.Request) -> web.Response:
 
 
 async def get_evidence(request: web.Request) -> web.Response:
-    """``GET /v1/evidence?limit=``: stored split-view evidence, newest first."""
+    """``GET /v1/evidence?limit=``: stored evidence, newest first."""
     limit = query_int(request, "limit", minimum=1, maximum=MAX_EVIDENCE, default=100)
     return web.json_response({"evidence": await _service(request).evidence(limit)})
 

@@ -141,6 +141,14 @@ class FakeLog:
             signed = sign_entry(submission(self.member_id, n, created=created), signer or self.key)
             self.add_leaf(leaf_bytes(signed))
 
+    def add_duplicate(self, of: int) -> bytes:
+        """Append a validly signed leaf reusing the entry id of leaf ``of`` (another leaf:
+        what only a misbehaving origin signs); returns it."""
+        created = T0 + 7_000 + self.size  # any other content would do
+        leaf = leaf_bytes(sign_entry(submission(self.member_id, of, created=created), self.key))
+        self.add_leaf(leaf)
+        return leaf
+
     def add_leaf(self, leaf: bytes) -> None:
         self.leaves.append(leaf)
         self.hashes.append(leaf_hash(leaf))
