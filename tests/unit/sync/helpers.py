@@ -11,11 +11,13 @@ import base64
 import hashlib
 from typing import Any
 
-from federation.core.checkpoint import Checkpoint, sign_checkpoint
-from federation.core.entries import Submission, leaf_bytes, leaf_hash, sign_entry
-from federation.core.keys import KeyType, SigningKey
+from federation.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from federation.core.entries import Submission, leaf_bytes, leaf_hash, sign_entry, verify_leaf
+from federation.core.keys import KeyType, PublicKey, SigningKey
 from federation.core.labels import Labels
 from federation.core.manifest import Manifest, Member
+from federation.core.merkle import NODE_PREFIX, verify_consistency, verify_inclusion
+from federation.core.note import SignedNote
 from federation.core.replication import TrustedState
 from federation.core.signals import Md5Signal
 from federation.core.tlog import MemoryHashStore
@@ -170,3 +172,47 @@ class FakeLog:
         """What a mirror that verified the first ``size`` leaves holds."""
         frontier = tuple(self.hashes.read_hashes(frontier_positions(size)))
         return TrustedState(size, self.hashes.root(size), frontier, self.note(size))
+
+
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2: the root an inclusion proof of ``leaf`` (a leaf hash) leads to."""
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(NODE_PREFIX + p + r).digest()
+            while fn & 1 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = hashlib.sha256(NODE_PREFIX + r + p).digest()
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0, "proof too short for the tree size"
+    return r
+
+
+def check_duplicate_record(
+    record: dict[str, Any], key: PublicKey, origin: str, earlier: int, later: int
+) -> None:
+    """Verify a ``duplicate_entry_id`` evidence record the way a third party would, with
+    nothing but the origin's log key (spec/sync.md §5.1): the checkpoint is signed, both
+    leaves are signed entries with one id, both inclusion proofs lead to one root, and that
+    root is the checkpoint's or proven a prefix of it."""
+    assert record["kind"] == "duplicate_entry_id"
+    cp = open_checkpoint(SignedNote.parse(record["note_b"]), key, expected_origin=origin)
+    first, second = record["leaves"]
+    assert (first["index"], second["index"]) == (earlier, later)
+    leaves = [base64.b64decode(x["leaf"]) for x in (first, second)]
+    assert len({verify_leaf(leaf, key).entry.id for leaf in leaves}) == 1
+    size = record["size"]
+    roots = set()
+    for x, leaf in zip((first, second), leaves, strict=True):
+        proof = [base64.b64decode(p) for p in x["proof"]]
+        root = root_from_inclusion(leaf_hash(leaf), x["index"], size, proof)
+        verify_inclusion(leaf_hash(leaf), x["index"], size, proof, root)
+        roots.add(root)
+    assert len(roots) == 1
+    root = roots.pop()
+    if size == cp.size:
+        assert (root, record["proof"]) == (cp.root, [])
+    else:
+        proof = [base64.b64decode(p) for p in record["proof"]]
+        verify_consistency(size, cp.size, proof, root, cp.root)

@@ -3,22 +3,16 @@ self-proving evidence, freezes the origin at its last good size and charges no s
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Any
 
 from sqlalchemy import select
 
-from federation.core.checkpoint import open_checkpoint
-from federation.core.entries import leaf_hash, verify_leaf
-from federation.core.merkle import verify_consistency, verify_inclusion
-from federation.core.note import SignedNote
 from federation.log import mirror
 from federation.store.schema import entries
 from federation.sync.pull import PullSettings
 from tests.unit.sync.conftest import ORIGIN, World
 from tests.unit.sync.fakenode import Tamper
-from tests.unit.sync.helpers import LOG_KEYS
+from tests.unit.sync.helpers import LOG_KEYS, check_duplicate_record
 
 
 async def listed(world: World) -> list[dict[str, Any]]:
@@ -26,53 +20,14 @@ async def listed(world: World) -> list[dict[str, Any]]:
         return await mirror.list_evidence(conn)
 
 
+def proves_itself(record: dict[str, Any], earlier: int, later: int) -> None:
+    check_duplicate_record(record, LOG_KEYS["police"].public, ORIGIN, earlier, later)
+
+
 async def held_count(world: World) -> int:
     async with world.store.read() as conn:
         rows = await conn.execute(select(entries.c.idx).where(entries.c.origin == ORIGIN))
         return len(rows.all())
-
-
-def proves_itself(record: dict[str, Any], earlier: int, later: int) -> None:
-    """What a third party checks with the origin's log key alone (spec/sync.md §5.1)."""
-    key = LOG_KEYS["police"].public
-    cp = open_checkpoint(SignedNote.parse(record["note_b"]), key, expected_origin=ORIGIN)
-    first, second = record["leaves"]
-    assert (first["index"], second["index"]) == (earlier, later)
-    leaves = [base64.b64decode(x["leaf"]) for x in (first, second)]
-    ids = {verify_leaf(leaf, key).entry.id for leaf in leaves}
-    assert len(ids) == 1
-    size = record["size"]
-    roots = set()
-    for x, leaf in zip((first, second), leaves, strict=True):
-        proof = [base64.b64decode(p) for p in x["proof"]]
-        # The root at ``size`` is the one both proofs lead to; it must then connect to C.
-        root = _root_from(leaf_hash(leaf), x["index"], size, proof)
-        verify_inclusion(leaf_hash(leaf), x["index"], size, proof, root)
-        roots.add(root)
-    assert len(roots) == 1
-    root = roots.pop()
-    if size == cp.size:
-        assert (root, record["proof"]) == (cp.root, [])
-    else:
-        verify_consistency(
-            size, cp.size, [base64.b64decode(p) for p in record["proof"]], root, cp.root
-        )
-
-
-def _root_from(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes:
-    """RFC 9162 §2.1.3.2: the root an inclusion proof leads to."""
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if fn & 1 or fn == sn:
-            r = hashlib.sha256(b"\x01" + p + r).digest()
-            if not fn & 1:
-                while fn & 1 == 0 and fn != 0:
-                    fn, sn = fn >> 1, sn >> 1
-        else:
-            r = hashlib.sha256(b"\x01" + r + p).digest()
-        fn, sn = fn >> 1, sn >> 1
-    assert sn == 0
-    return r
 
 
 async def test_an_id_held_before_is_evidence_and_freezes(world: World) -> None:
