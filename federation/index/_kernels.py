@@ -41,6 +41,15 @@ def _jit(fn: F) -> F:
     return cast(F, numba.njit(cache=True, nogil=True)(fn))
 
 
+def _jit_holding_gil(fn: F) -> F:
+    """``numba.njit`` keeping the GIL, for calls of a few microseconds on the add path: giving
+    the GIL up and taking it back costs a handoff, up to a switch interval (5 ms) while the
+    maintenance worker runs Python code, which a call this short never repays."""
+    if numba is None:  # pragma: no cover
+        return fn
+    return cast(F, numba.njit(cache=True)(getattr(fn, "py_func", fn)))
+
+
 def _make_fence() -> Callable[[], None]:
     """A sequentially consistent memory fence callable from compiled code (LLVM ``fence
     seq_cst``): neither the compiler nor the CPU moves a store across it, on weakly ordered
@@ -372,6 +381,13 @@ def open_append(
     for c in range(starts.shape[0]):
         for i in range(k):
             head[c, buckets[c, i]] = np.uint32(base + i + 1)
+
+
+open_append_small = _jit_holding_gil(open_append)
+""":func:`open_append` for a few rows (single adds)."""
+
+permute_all_small = _jit_holding_gil(permute_all)
+""":func:`permute_all` for a few rows (single adds)."""
 
 
 @_jit

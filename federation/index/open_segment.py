@@ -43,6 +43,10 @@ _NO_IDS = np.empty(0, dtype=np.uint32)
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 
+SMALL_APPEND = 64
+"""Appends of at most this many rows run compiled without releasing the GIL (microseconds;
+see ``_kernels._jit_holding_gil``)."""
+
 
 class OpenSegment:
     """Append-only rows with chained chunk tables (one writer, lock-free readers)."""
@@ -95,14 +99,15 @@ class OpenSegment:
         self.words[base : base + k] = rows
         starts, widths = self.layout.arrays
         if self.use_numba:
+            small = k <= SMALL_APPEND
             perm = rows
             if not self.layout.identity:
                 perm = np.empty_like(rows)
-                _kernels.permute_all(rows, 0, k, self.layout.tables, perm)
+                permute = _kernels.permute_all_small if small else _kernels.permute_all
+                permute(rows, 0, k, self.layout.tables, perm)
             buckets = np.empty((len(widths), k), dtype=np.int64)
-            _kernels.open_append(
-                perm, base, starts, widths, self.prefix_bits, self.head, self.link, buckets
-            )
+            link = _kernels.open_append_small if small else _kernels.open_append
+            link(perm, base, starts, widths, self.prefix_bits, self.head, self.link, buckets)
         else:
             self._append_numpy(permute_rows(rows, self.layout), base)
         self.count += k
