@@ -712,8 +712,8 @@ class PdqIndex:
 
     def _search_numpy(self, view: _View, queries: npt.NDArray[np.uint64], r: int) -> Found:
         alive = view.alive
-        qidx, ids, dist = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)], []
-        dist.append(np.empty(0, dtype=np.int64))
+        empty = np.empty(0, dtype=np.int64)
+        qidx, ids, dist = [empty], [empty], [empty]
         for i in range(queries.shape[0]):
             q = queries[i]
             for s in view.segments:
