@@ -11,7 +11,8 @@ Per leaf (spec/audit.md §3.3): the leaf is the canonical encoding of a signed e
 (``malformed_leaf``), signed by the origin's log key (``bad_entry_signature``), an entry *of*
 that origin (``wrong_entry_origin``), and not refused by the origin's suspension: at or beyond
 its ``suspended_size``, or created at or after its ``suspended_at``
-(``entry_after_suspension``).
+(``entry_after_suspension``).  Each leaf also leaves the 8-byte digest of its entry id
+(:func:`id_digest`) for the check that no id repeats in the log.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Final
 
 from federation.audit import findings as F
 from federation.core.entries import Opinion, Retraction, Submission, leaf_hash, verify_leaf
 from federation.core.keys import PublicKey
 from federation.core.manifest import suspension_refusal
 from federation.errors import VerificationError
+
+INVALID_ID: Final = bytes(8)
+"""The id digest of a leaf that is not a valid entry (it has no id to repeat)."""
+_ONE: Final = (1).to_bytes(8, "little")
 
 KIND_INVALID = 0
 KIND_SUBMISSION = 1
@@ -80,11 +86,20 @@ class ChunkResult:
     minutes: dict[int, int]
     """Entries per minute of their ``created`` time (burst detection)."""
     references: tuple[Reference, ...] = field(default=())
+    ids: bytes = b""
+    """8 bytes per leaf: the digest of its entry id (zeros for a leaf that is no valid entry)."""
 
     @property
     def count(self) -> int:
         """Number of leaves in the chunk."""
         return len(self.kinds)
+
+
+def id_digest(entry_id: str) -> bytes:
+    """First 8 bytes of SHA-256 of an entry id: what the auditor keeps per leaf to find ids
+    repeated anywhere in a log (never :data:`INVALID_ID`: such an id counts as 1)."""
+    digest = hashlib.sha256(entry_id.encode()).digest()[:8]
+    return _ONE if digest == INVALID_ID else digest
 
 
 @functools.lru_cache(maxsize=64)
@@ -125,6 +140,7 @@ def verify_chunk(task: ChunkTask) -> ChunkResult:
     counts: Counter[str] = Counter()
     minutes: Counter[int] = Counter()
     refs: list[Reference] = []
+    ids = bytearray()
     sha256 = hashlib.sha256
     for offset, leaf in enumerate(task.leaves):
         index = task.start + offset
@@ -135,9 +151,11 @@ def verify_chunk(task: ChunkTask) -> ChunkResult:
             code = F.BAD_ENTRY_SIGNATURE if exc.code == "bad_entry_signature" else F.MALFORMED_LEAF
             found.append(_leaf_finding(code, task, index, leaf, exc.message))
             kinds.append(KIND_INVALID)
+            ids += INVALID_ID
             counts["kind:invalid"] += 1
             continue
         entry = signed.entry
+        ids += id_digest(entry.id)
         if entry.origin != task.member_id:
             found.append(
                 _leaf_finding(
@@ -182,4 +200,5 @@ def verify_chunk(task: ChunkTask) -> ChunkResult:
         dict(counts),
         dict(minutes),
         tuple(refs),
+        bytes(ids),
     )

@@ -9,8 +9,9 @@ rebuild the target checkpoint, a different root at a smaller size proves a fork 
 or ``inconsistent_with_previous_run``) with no consistency proof needed.  Those comparisons
 are only conclusive once the final root matched, so they are held until :meth:`finish`.
 
-Leaf hashes and kinds of this run are kept (33 bytes per leaf) so retractions and opinions can
-be checked against the entries they name once every log has been read.
+Leaf hashes, kinds and entry id digests of this run are kept (41 bytes per leaf) so retractions
+and opinions can be checked against the entries they name once every log has been read, and
+repeated entry ids found (:mod:`federation.audit.duplicates`).
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ class RootClaim:
 
 @dataclass
 class LeafTable:
-    """Leaf hashes and kinds of indices ``base ..`` of one log, as verified in this run."""
+    """Leaf hashes, kinds and id digests of indices ``base ..`` of one log, as verified in
+    this run."""
 
     base: int
     hashes: bytearray = field(default_factory=bytearray)
     kinds: bytearray = field(default_factory=bytearray)
+    ids: bytearray = field(default_factory=bytearray)
 
     @property
     def end(self) -> int:
@@ -114,6 +117,7 @@ class OriginAudit:
         self.size, self.frontier = extend_frontier(self.size, self.frontier, hashes[at:])
         self.table.hashes += chunk.leaf_hashes
         self.table.kinds += chunk.kinds
+        self.table.ids += chunk.ids
         self.findings.extend(chunk.findings)
         self.counts.update(chunk.counts)
         self.minutes.update(chunk.minutes)

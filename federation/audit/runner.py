@@ -3,9 +3,11 @@
 For each member: collect its checkpoints from every source, verify them and look for split
 views; pick the largest as the target; check it against the previous run (rollback) and the
 witness policy; prove smaller checkpoints below the resume point consistent with proofs; then
-stream the leaves from the target's source through the worker pool and rebuild its root.  When
-every log is read, references are checked across logs and the report is assembled.  The state
-advances only for origins that passed, so a failure is reported again on every run.
+stream the leaves from the target's source through the worker pool and rebuild its root, and
+look for entry ids that repeat anywhere in the log (this run's leaves against each other and
+against the id digests earlier runs kept).  When every log is read, references are checked
+across logs and the report is assembled.  The state advances only for origins that passed, so
+a failure is reported again on every run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from federation.audit.checks import (
     rate_anomalies,
     split_views,
 )
+from federation.audit.duplicates import duplicate_findings
 from federation.audit.leaves import Reference
 from federation.audit.origin import Observed, OriginAudit, RootClaim, fork_finding
 from federation.audit.references import ReferenceChecker
@@ -58,6 +61,9 @@ class _OriginRun:
     seen: list[Observed]
     findings: list[F.Finding]
     audit: OriginAudit | None = None
+    hold: bool = False
+    """The state must not advance although nothing failed: a check could not be completed
+    (a possibly repeated entry id whose leaves no source served with a valid proof)."""
 
 
 def _hexes(values: Sequence[bytes]) -> tuple[str, ...]:
@@ -123,9 +129,12 @@ class Auditor:
             if (
                 run.audit is not None
                 and run.audit.complete
+                and not run.hold
                 and not any(f.level == "fail" for f in run.findings)
             ):
                 origins[member_id] = _completed(run.audit)
+                ids = bytes(run.audit.table.ids)
+                state = state.with_id_digests(member_id, run.audit.start, ids)
         origin_reports = tuple(reports)
         verdict = F.verdict_of(origin_reports, ())
         report = F.Report(
@@ -162,6 +171,7 @@ class Auditor:
         start, frontier = 0, tuple[bytes, ...]()
         counts: dict[str, int] = {}
         saved: tuple[SavedReference, ...] = ()
+        earlier = b""
         if prev is not None and not self.options.full:
             start, frontier, counts = (
                 prev.size,
@@ -172,6 +182,13 @@ class Auditor:
             if progress is not None and start < progress.size <= target.checkpoint.size:
                 start, frontier = progress.size, tuple(map(bytes.fromhex, progress.frontier))
                 counts, saved = progress.counts, progress.references
+            held = state.id_digests(member.id, start)
+            if held is None:
+                # No id digests of the leaves verified before (a state from an older auditor,
+                # or one whose id file is gone): read this log in full once to have them.
+                start, frontier, counts, saved = 0, (), {}, ()
+            else:
+                earlier = held
         claims = [
             RootClaim(o.checkpoint.size, o.checkpoint.root, o.note, o.source)
             for o in valid
@@ -188,7 +205,15 @@ class Auditor:
         if any(f.code == F.INCONSISTENT_WITH_PREVIOUS_RUN for f in early):
             return run  # the new leaves cannot extend a tree the log no longer has
         await self._stream(audit, target, state, origins)
-        audit.finish()
+        if audit.finish():
+            sources = [self._source(target.source)]
+            sources += [s for s in self.sources if s.name != target.source]
+            repeated = await duplicate_findings(audit, earlier, sources)
+            run.hold = any(f.code == F.SOURCE_UNAVAILABLE for f in repeated)
+            if (run.hold or any(f.level == "fail" for f in repeated)) and member.id in origins:
+                # A resume would start past leaves whose ids repeat: start over next time.
+                origins[member.id] = origins[member.id].model_copy(update={"progress": None})
+            audit.findings += repeated
         run.findings += audit.findings
         run.audit = audit
         return run
@@ -245,7 +270,9 @@ class Auditor:
                     size=0, root=EMPTY_ROOT.hex(), frontier=()
                 )
                 origins[audit.member.id] = prev.model_copy(update={"progress": _progress(audit)})
-                self._save(state.model_copy(update={"origins": origins}))
+                ids = bytes(audit.table.ids)
+                saving = state.with_id_digests(audit.member.id, audit.start, ids)
+                self._save(saving.model_copy(update={"origins": origins}))
 
         await stream_leaves(
             audit,

@@ -13,6 +13,15 @@ origin has no findings, so a failing audit always restarts and reports everythin
 
 Writes are atomic (temporary file in the same directory, fsync, rename): a crash leaves the old
 state or the new one, never half of either.
+
+Entry ids repeated across runs (``duplicate_entry_id``) need every verified leaf's id, which
+would make the JSON grow by the log and be rewritten at every save.  They live instead beside
+the state file, in ``<state>.ids/<member_id>.bin``: 8 bytes per leaf
+(:func:`federation.audit.leaves.id_digest`), written before the JSON and only from the
+first leaf that changed, so a save costs the new leaves, not the log.  A file is trusted for
+its first ``8 × size`` bytes (``progress.size`` while progress is recorded); one that is
+shorter, or absent (a state written before this file existed), is not used, and the runner
+audits that origin in full once.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from federation.errors import InputError
 
 STATE_FORMAT = "hashfed-audit-state/v1"
+DIGEST_SIZE = 8
+"""Bytes per leaf in an origin's id file (see the module docstring)."""
 _MODEL = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
@@ -97,6 +108,29 @@ class AuditorState(BaseModel):
     origins: dict[str, OriginState] = Field(default_factory=dict)
     """By member id."""
 
+    # Entry id digests per member, beside the JSON (module docstring); replaced, never mutated
+    # in place, because model_copy shares private attributes between copies.
+    _ids: dict[str, bytes] = PrivateAttr(default_factory=dict)
+    _dirty: dict[str, int] = PrivateAttr(default_factory=dict)
+    """Member -> first leaf whose digest is not yet written to its file."""
+
+    def id_digests(self, member_id: str, count: int) -> bytes | None:
+        """The id digests of the member's leaves ``0 .. count-1``, or None if not held."""
+        held = self._ids.get(member_id, b"")
+        want = DIGEST_SIZE * count
+        return held[:want] if len(held) >= want else None
+
+    def with_id_digests(self, member_id: str, start: int, digests: bytes) -> AuditorState:
+        """A copy whose digests of the member's leaves are those held for ``0 .. start-1``
+        followed by ``digests`` (of leaves ``start ..``)."""
+        held = self._ids.get(member_id, b"")
+        if len(held) < DIGEST_SIZE * start:
+            raise ValueError(f"no id digests of {member_id!r} below leaf {start}")
+        copy = self.model_copy()
+        copy._ids = {**self._ids, member_id: held[: DIGEST_SIZE * start] + digests}
+        copy._dirty = {**self._dirty, member_id: min(start, self._dirty.get(member_id, start))}
+        return copy
+
 
 def load_state(path: Path, federation: str) -> AuditorState:
     """Read the state file, or an empty state when it does not exist yet."""
@@ -115,12 +149,51 @@ def load_state(path: Path, federation: str) -> AuditorState:
             f"state file {path} belongs to federation {state.federation!r}, not {federation!r}",
             code="invalid_state",
         )
+    state._ids = _load_ids(_ids_dir(path), state.origins)
     return state
 
 
+def _ids_dir(path: Path) -> Path:
+    return path.parent / f"{path.name}.ids"
+
+
+def _load_ids(directory: Path, origins: dict[str, OriginState]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for member_id, origin in origins.items():
+        count = origin.progress.size if origin.progress is not None else origin.size
+        try:
+            with (directory / f"{member_id}.bin").open("rb") as f:
+                data = f.read(DIGEST_SIZE * count)
+        except FileNotFoundError:
+            continue
+        if len(data) == DIGEST_SIZE * count:
+            found[member_id] = data
+    return found
+
+
+def _save_ids(directory: Path, state: AuditorState) -> None:
+    """Write each changed id file from its first changed leaf on, durably."""
+    if not state._dirty:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for member_id, start in sorted(state._dirty.items()):
+        data = state._ids.get(member_id, b"")
+        file = directory / f"{member_id}.bin"
+        with file.open("r+b" if file.exists() else "wb") as out:
+            size = out.seek(0, os.SEEK_END)
+            at = min(DIGEST_SIZE * start, size)  # a file cut short is rewritten from its end
+            out.seek(at)
+            out.write(data[at:])
+            out.truncate()
+            out.flush()
+            os.fsync(out.fileno())
+    state._dirty = {}
+
+
 def save_state(path: Path, state: AuditorState) -> None:
-    """Write ``state`` atomically (temp file + fsync + rename)."""
+    """Write ``state`` atomically (temp file + fsync + rename), after its id files."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _save_ids(_ids_dir(path), state)
     data = state.model_dump_json(indent=1).encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -121,6 +121,18 @@ class MemLog:
             )
             self.add_leaf(leaf_bytes(sign_entry(entry, self.key)))
 
+    def duplicate(self, of: int) -> int:
+        """Append another signed submission reusing the entry id of leaf ``of`` (what only a
+        misbehaving origin does); returns its index."""
+        entry = Submission(
+            origin=self.member_id,
+            id=parse_leaf(self.leaves[of]).entry.id,
+            created=T0 + 50_000 + self.size,
+            signal=Md5Signal(value=hashlib.md5(f"again{self.size}".encode()).hexdigest()),  # noqa: S324
+            labels=LABELS,
+        )
+        return self.add_leaf(leaf_bytes(sign_entry(entry, self.key)))
+
     def ref(self, index: int) -> EntryRef:
         signed = parse_leaf(self.leaves[index])
         return EntryRef(origin=self.member_id, index=index, leaf_hash=entry_leaf_hash(signed).hex())

@@ -10,8 +10,10 @@ import pytest
 
 from federation.audit import findings as F
 from federation.audit.bundle import BundleSource, BundleWriter
+from federation.audit.leaves import id_digest
 from federation.audit.runner import AuditOptions, Auditor
 from federation.audit.state import AuditorState, load_state, save_state
+from federation.core.entries import parse_leaf
 from federation.errors import InputError
 from tests.unit.audit.fed import MemLog, MemSource, make_manifest
 from tests.unit.audit.test_runner import NOW, audit, codes, honest_logs, origin
@@ -136,8 +138,13 @@ async def test_resumed_tampered_leaves_still_fail() -> None:
             }
         }
     )
-    report, _ = await auditor.run(state)
+    digests = b"".join(id_digest(parse_leaf(leaf).entry.id) for leaf in log.leaves[:20])
+    report, _ = await auditor.run(state.with_id_digests("police", 0, digests))
     assert codes(report, "police") == {F.ROOT_MISMATCH}
+    # Without the id digests of the leaves before it, progress is not resumed: a full read.
+    report, _ = await auditor.run(state)
+    assert report.verdict == "pass"
+    assert origin(report, "police").verified_from == 0
 
 
 async def test_process_pool_gives_the_same_report() -> None:
