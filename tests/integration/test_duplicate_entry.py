@@ -5,7 +5,8 @@ origin's own log key and its database.  With the police node stopped, it appends
 log a second, validly signed leaf reusing the id of leaf 0 — which police's honest writer would
 never do — with a checkpoint over it, restarts the node and rings the doorbells.  Every honest
 node must keep the pair as evidence, freeze police at its last good size and say so at
-``/v1/evidence``, ``/v1/status`` and ``/metrics`` (spec/sync.md §5.1).
+``/v1/evidence``, ``/v1/status`` and ``/metrics`` (spec/sync.md §5.1), and an auditor reading
+police's node must report it (spec/audit.md §3 step 8).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
+from federation.audit.runner import Auditor
+from federation.audit.sources import HttpSource
+from federation.audit.state import AuditorState
 from federation.core.checkpoint import Checkpoint, sign_checkpoint
 from federation.core.entries import Submission, leaf_bytes, leaf_hash, sign_entry
 from federation.core.labels import Labels
-from federation.core.manifest import Member
+from federation.core.manifest import Member, parse_signed_manifest
 from federation.core.signals import Md5Signal
 from federation.log import tree
 from federation.log.records import entry_row
@@ -151,6 +155,24 @@ async def test_duplicate_entry_id_is_evidence_everywhere(tmp_path: Path) -> None
             assert await size_of(n, "police") == 2  # stopped at the last good size
             async with aiohttp.ClientSession() as s, s.get(f"{n.url}/metrics") as r:
                 assert "hashfed_evidence 1" in await r.text()
+        # An auditor reading police's own node finds the same pair, proven on its own.
+        source = HttpSource(police.url)
+        try:
+            auditor = Auditor(parse_signed_manifest(fed.manifest.read_bytes()).manifest, [source],
+                              clock=time.time)  # fmt: skip
+            report, _ = await auditor.run(AuditorState(federation="testfed"))
+        finally:
+            await source.close()
+        [repeat] = [
+            f
+            for o in report.origins
+            if o.member_id == "police"
+            for f in o.findings
+            if f.code == "duplicate_entry_id"
+        ]
+        assert [x["index"] for x in repeat.evidence["leaves"]] == [0, 2]
+        assert repeat.evidence["checkpoint"] == note
+        assert report.verdict == "fail"
         # Frozen means frozen: a later, honest entry of police is applied nowhere.
         await submit(police, 2, 1)
         await wait_until(reaches(police, "police", 4), what="police appended")
