@@ -106,9 +106,9 @@ def _crc(arr: npt.NDArray[Any]) -> int:
 
 
 def _check_stored_whole(path: Path, layout: Layout) -> None:
-    """A layout is stored as its bit order and chunk widths; refuse to save one that carries
-    more (a newer kind of layout), which would load as something else."""
-    again = make_layout(layout.order, layout.widths)
+    """A layout is stored as its bit order, chunk widths and chunk pairs; refuse to save one
+    that carries more (a newer kind of layout), which would load as something else."""
+    again = make_layout(layout.order, layout.widths, layout.partners)
     for f in dataclasses.fields(Layout):
         a, b = getattr(layout, f.name), getattr(again, f.name)
         same = (
@@ -136,6 +136,7 @@ def write(path: Path, contents: Contents, *, threads: int) -> None:
                 "rows": seg.rows,
                 "prefix_bits": seg.prefix_bits,
                 "widths": list(seg.layout.widths),
+                "partners": list(seg.layout.partners),
             }
         )
         arrays[f"seg{i}.words.npy"] = seg.words
@@ -152,6 +153,7 @@ def write(path: Path, contents: Contents, *, threads: int) -> None:
                 "capacity": op.capacity,
                 "rows": int(op.words.shape[0]),
                 "widths": list(op.layout.widths),
+                "partners": list(op.layout.partners),
                 "frozen": op.frozen,
             }
         )
@@ -288,14 +290,19 @@ class _Reader:
         with ThreadPoolExecutor(self.threads) as pool:
             return dict(pool.map(one, names))
 
-    def _layout(self, order: npt.NDArray[Any], widths: object, what: str) -> Layout:
+    def _layout(self, order: npt.NDArray[Any], meta: dict[str, Any], what: str) -> Layout:
+        widths, partners = meta["widths"], meta["partners"]
         if not isinstance(widths, list) or not all(_is_width(w) for w in widths):
             raise self._fail(f"{what}: unsupported layout (chunk widths)")
+        if not isinstance(partners, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in partners
+        ):
+            raise self._fail(f"{what}: unsupported layout (chunk pairs)")
         if order.dtype != np.int64 or order.shape != (PDQ_BITS,):
             raise self._fail(f"{what}: unsupported layout (bit order)")
         try:
-            return make_layout(order, tuple(widths))
-        except ValueError as exc:
+            return make_layout(order, tuple(widths), tuple(partners))
+        except (ValueError, IndexError) as exc:
             raise self._fail(f"{what}: unsupported layout ({exc})") from None
 
     def contents(self) -> Contents:
@@ -351,7 +358,7 @@ class _Reader:
         def get(field: str) -> npt.NDArray[Any]:
             return arrays[f"seg{i}.{field}.npy"]
 
-        layout = self._layout(get("order"), meta["widths"], what)
+        layout = self._layout(get("order"), meta, what)
         rows, id_lo, p = _int(meta["rows"]), _int(meta["id_lo"]), _int(meta["prefix_bits"], 1)
         m = len(layout.widths)
         if not max(layout.widths) - 16 <= p <= min(layout.widths):
@@ -388,7 +395,7 @@ class _Reader:
         held: npt.NDArray[np.bool_],
     ) -> OpenRows:
         what = f"open segment {i}"
-        layout = self._layout(arrays[f"open{i}.order.npy"], meta["widths"], what)
+        layout = self._layout(arrays[f"open{i}.order.npy"], meta, what)
         rows, id_lo = _int(meta["rows"]), _int(meta["id_lo"])
         capacity = _int(meta["capacity"], max(rows, 1))
         if capacity >= 2**32 - 1:

@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federation.errors import StorageError
+from federation.index import pdq as pdq_module
 from federation.index import snapshot
+from federation.index.layout import PAIRED_PARTNERS, PAIRED_WIDTHS, make_layout
 from federation.index.pdq import PdqIndex
 from federation.index.snapshot import FORMAT_VERSION, MANIFEST
 
@@ -284,3 +286,24 @@ def test_layout_the_format_cannot_hold_is_not_saved(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot be stored"):
         snapshot.write(tmp_path / "s", contents, threads=1)
     assert not (tmp_path / "s").exists()
+
+
+def test_paired_layout_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(12)
+    paired = make_layout(rng.permutation(256), PAIRED_WIDTHS, PAIRED_PARTNERS)
+    monkeypatch.setattr(pdq_module, "choose_layout", lambda *_: paired)
+    q = random_rows(rng, 1)[0]
+    rows = planted(rng, 2000, q, 64)
+    index = PdqIndex(open_capacity=500, background=False)
+    index.add(rows[:1500])
+    for a in range(1500, rows.shape[0], 40):
+        index.add(rows[a : a + 40])
+    index.save(tmp_path / "s")
+    loaded = PdqIndex.load(tmp_path / "s")
+    layouts = [s.layout for s in loaded._view.segments] + [o.layout for o in loaded._view.opens]
+    assert len(layouts) >= 2
+    assert all(layout.partners == PAIRED_PARTNERS for layout in layouts)
+    assert_same_answers(index, loaded, rows)
+    alive = np.ones(rows.shape[0], dtype=np.bool_)
+    for r in RADII:
+        assert as_pairs(loaded.query(q, r)) == brute(rows, alive, q, r)
