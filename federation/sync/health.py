@@ -1,14 +1,19 @@
 """Per-peer and per-origin replication health: backoff, last error, and the ``peers`` table.
 
 Backoff is per peer, not per origin: a peer that served garbage or timed out for one log is
-likely to do so for the next.  It doubles with each consecutive failure up to a cap, and any
-success — or any authenticated inbound contact from that peer (spec §7) — resets it.  State
+likely to do so for the next.  It doubles with each consecutive failure up to a cap.  A
+transport failure (unreachable, timeout, 5xx) is cleared by any success or any authenticated
+inbound contact from that peer (spec §7).  A *verification* failure — the peer served data that
+did not verify for origin O — is cleared only by a good answer for O itself: otherwise a
+malicious relay could serve its own (valid) log between tampered answers for someone else's and
+never be backed off.  Which origins a peer is distrusted for is kept in memory only; a restart
+forgets it (the failure count and backoff are stored).  State
 lives in memory for ``/v1/status`` and is written through to ``peers`` so a restart keeps it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqlalchemy import select, update
@@ -39,6 +44,8 @@ class PeerHealth:
     last_error_at: int | None = None
     last_success_saved: int = 0
     """When ``last_success`` was last written to storage (not shown; see the replicator)."""
+    distrusted: set[str] = field(default_factory=set)
+    """Origins this peer served unverifiable data for since its last good answer for them."""
 
     def usable(self, now: int) -> bool:
         """Whether we may ask this peer now."""
@@ -111,16 +118,26 @@ async def save_peer_health(conn: AsyncConnection, health: PeerHealth) -> None:
         await conn.execute(peers.insert().values(member_id=health.member_id, **values))
 
 
-def mark_failure(health: PeerHealth, reason: str, now: int) -> None:
-    """Count a failure and push the peer's backoff out."""
+def mark_failure(
+    health: PeerHealth, reason: str, now: int, *, distrust_origin: str | None = None
+) -> None:
+    """Count a failure and push the peer's backoff out; ``distrust_origin`` names the origin a
+    verification failure was about (see the module docstring)."""
+    if distrust_origin is not None:
+        health.distrusted.add(distrust_origin)
     health.failures += 1
     health.last_error = reason[:1000]
     health.last_error_at = now
     health.backoff_until = now + backoff_seconds(health.failures)
 
 
-def mark_success(health: PeerHealth, now: int) -> None:
-    """A good answer: clear the failure count and backoff (the last error stays visible)."""
+def mark_success(health: PeerHealth, now: int, origin: str | None = None) -> None:
+    """A good answer (for ``origin``): clear the failure count and backoff, unless the peer is
+    still distrusted for another origin (the last error stays visible either way)."""
+    health.last_success = now
+    if origin is not None:
+        health.distrusted.discard(origin)
+    if health.distrusted:
+        return
     health.failures = 0
     health.backoff_until = 0
-    health.last_success = now

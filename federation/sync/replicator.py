@@ -141,9 +141,11 @@ class Replicator:
         }
 
     async def reset_backoff(self, peer_id: str) -> None:
-        """Inbound authenticated contact from ``peer_id``: it is alive, ask it again at once."""
+        """Inbound authenticated contact from ``peer_id``: it is alive, ask it again at once
+        (unless it is distrusted for serving unverifiable data: contact proves liveness, not
+        honesty; see :mod:`federation.sync.health`)."""
         ph = self._peer_health.get(peer_id)
-        if ph is not None and (ph.failures or ph.backoff_until):
+        if ph is not None and not ph.distrusted and (ph.failures or ph.backoff_until):
             ph.failures, ph.backoff_until = 0, 0
             async with self.store.transaction() as conn:
                 await h.save_peer_health(conn, ph)
@@ -390,7 +392,8 @@ class Replicator:
         oh = self._origin(origin)
         oh.last_error, oh.last_error_at = reason, now
         ph = self._peer_health[source]
-        h.mark_failure(ph, describe(exc), now)
+        distrust = origin if isinstance(exc, VerificationError) else None
+        h.mark_failure(ph, describe(exc), now, distrust_origin=distrust)
         async with self.store.transaction() as conn:
             await h.save_peer_health(conn, ph)
         log.warning(
@@ -401,8 +404,9 @@ class Replicator:
         oh = self._origin(origin)
         oh.last_success, oh.last_source = now, source
         ph = self._peer_health[source]
-        recovered = bool(ph.failures or ph.backoff_until)
-        h.mark_success(ph, now)
+        before = (ph.failures, ph.backoff_until)
+        h.mark_success(ph, now, origin)
+        recovered = before != (ph.failures, ph.backoff_until)
         if recovered or ph.last_success is None or now - ph.last_success_saved >= 60:
             # Written through only when it matters (a cleared backoff) or once a minute: a
             # durable commit per successful pull would double the disk syncs on the push path.

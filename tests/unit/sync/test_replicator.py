@@ -146,3 +146,24 @@ async def test_run_polls_and_pokes_coalesce(world: World) -> None:
     assert [i for _, i, _ in world.applied] == list(range(16))
     # Logs a relay does not mirror (404 there) cost it nothing.
     assert world.rep.status()["peers"]["relay"]["failures"] == 0
+
+
+async def test_a_relay_serving_its_own_log_well_stays_blamed_for_tampering(world: World) -> None:
+    """Serving one log honestly does not clear a verification failure for another: otherwise
+    a malicious relay could alternate its own good log with tampered copies of others' and
+    never be backed off.  A good answer for the tampered origin itself does clear it."""
+    world.police.tamper["police"] = Tamper(status=500)
+    leaf = world.log.leaves[5].replace(b'"value":"0000', b'"value":"1000', 1)
+    world.relay.tamper["police"] = Tamper(leaves={5: leaf})
+    assert await world.rep.sync_origin("police") == 0
+    assert world.rep.status()["peers"]["relay"]["failures"] == 1
+    world.rep._peer_health["relay"].backoff_until = 0  # let the backoff lapse
+    assert await world.rep.sync_origin("relay") >= 0
+    assert world.rep.status()["origins"]["relay"]["last_source"] == "relay"
+    assert world.rep.status()["peers"]["relay"]["failures"] == 1
+    await world.rep.reset_backoff("relay")  # inbound contact proves liveness, not honesty
+    assert world.rep.status()["peers"]["relay"]["failures"] == 1
+    del world.relay.tamper["police"]
+    world.rep._peer_health["relay"].backoff_until = 0
+    assert await world.rep.sync_origin("police") == 13
+    assert world.rep.status()["peers"]["relay"]["failures"] == 0
