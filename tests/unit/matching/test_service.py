@@ -157,15 +157,15 @@ async def test_entries_arriving_during_load_are_neither_lost_nor_doubled(
     svc = MatchService(Policy())
     _, before = await police.append([police.pdq(BASE)])
     await svc.on_entries(before)  # committed before the load reads sizes: loaded from storage
-    real_sizes = storage.log_sizes
+    real_heads = storage.log_heads
 
-    async def sizes_then_append(s: Store) -> dict[str, int]:
-        sizes = await real_sizes(s)
+    async def heads_then_append(s: Store) -> dict[str, storage.LogHead]:
+        heads = await real_heads(s)
         _, after = await police.append([police.pdq(near(1)), police.md5("02" * 16)])
         await svc.on_entries(after)  # committed after: must come from the buffer
-        return sizes
+        return heads
 
-    monkeypatch.setattr(storage, "log_sizes", sizes_then_append)
+    monkeypatch.setattr(storage, "log_heads", heads_then_append)
     await svc.load(store)
     found, md5 = await svc.match([("pdq", BASE), ("md5", "02" * 16)])
     assert [(m.index, m.distance) for m in found.matches] == [(0, 0), (1, 1)]
