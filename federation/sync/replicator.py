@@ -142,10 +142,15 @@ class Replicator:
 
     async def reset_backoff(self, peer_id: str) -> None:
         """Inbound authenticated contact from ``peer_id``: it is alive, ask it again at once
-        (unless it is distrusted for serving unverifiable data: contact proves liveness, not
-        honesty; see :mod:`federation.sync.health`)."""
+        (unless it is distrusted for serving unverifiable copies of *other* members' logs:
+        contact proves liveness, not honesty; see :mod:`federation.sync.health`)."""
         ph = self._peer_health.get(peer_id)
-        if ph is not None and not ph.distrusted and (ph.failures or ph.backoff_until):
+        if ph is None or ph.distrusted - {peer_id}:
+            return
+        # Distrust for its own log is lifted: the origin announcing a new checkpoint of its
+        # log is worth one more pull (it is the authority for that log, and the pull verifies).
+        ph.distrusted.discard(peer_id)
+        if ph.failures or ph.backoff_until:
             ph.failures, ph.backoff_until = 0, 0
             async with self.store.transaction() as conn:
                 await h.save_peer_health(conn, ph)

@@ -161,7 +161,7 @@ async def test_a_relay_serving_its_own_log_well_stays_blamed_for_tampering(world
     assert await world.rep.sync_origin("relay") >= 0
     assert world.rep.status()["origins"]["relay"]["last_source"] == "relay"
     assert world.rep.status()["peers"]["relay"]["failures"] == 1
-    await world.rep.reset_backoff("relay")  # inbound contact proves liveness, not honesty
+    await world.rep.reset_backoff("relay")  # a doorbell proves liveness, not honesty
     assert world.rep.status()["peers"]["relay"]["failures"] == 1
     del world.relay.tamper["police"]
     world.rep._peer_health["relay"].backoff_until = 0
