@@ -212,8 +212,10 @@ def _matching(root: Path, quick: bool) -> None:
     finally:
         node.stop()
     local = asyncio.run(_service_match(url, batches))
+    load = local["load"]
     print(f"  {n:,} PDQ entries: direct appends {n / populate:,.0f}/s;"
-          f" node start to ready {ready:.1f} s; in-process load {local['load']:.1f} s")  # fmt: skip
+          f" node start to ready {ready:.1f} s ({n / ready:,.0f} entries/s);"
+          f" in-process load {load:.1f} s ({n / load:,.0f} entries/s)")  # fmt: skip
     print(f"  {'batch':>8}{'HTTP req/s':>12}{'HTTP ms':>10}{'service ms':>12}"
           f"{'index ms':>10}{'overhead ms':>13}")  # fmt: skip
     for b in batches:
