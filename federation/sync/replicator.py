@@ -181,6 +181,7 @@ class Replicator:
             now = self._now()
             oh = self._origin(origin)
             total = 0
+            waiting: str | None = None  # a source's "not yet cosigned", shown over relays' errors
             for source in self._sources(origin, now):
                 async with self.store.read() as conn:
                     oh.frozen = await mirror.is_frozen(conn, member.log_origin)
@@ -214,15 +215,21 @@ class Replicator:
                         continue
                     # Not yet cosigned is the normal state just after an append, not the
                     # source's fault: no backoff; the cosigned note's doorbell or poll retries.
-                    oh.last_error, oh.last_error_at = f"{source}: {describe(exc)}", now
+                    waiting = waiting or f"{source}: {describe(exc)}"
+                    oh.last_error, oh.last_error_at = waiting, now
                     continue
                 except FederationError as exc:
                     await self._fail(origin, source, exc, now)
                     continue
                 await self._succeed(origin, source, now)
+                waiting = None
                 hint = self._hints.get(origin)
                 if hint is None or hint[0] <= oh.size:
                     break  # nobody told us of anything newer
+            if waiting is not None:
+                # Why the origin is not applied is the missing cosignatures, not a relay that
+                # happened to be unreachable after it (each source's own error is in ``peers``).
+                oh.last_error, oh.last_error_at = waiting, now
             await self._check_hint(member)
             return total
 
