@@ -119,6 +119,13 @@ def _id_of(ids_off: Any, id_lo: int, row: int) -> Any:
     return id_lo + np.int64(ids_off[row])
 
 
+FULL_OUT = -1
+"""Kernel status: the output buffers are full (the caller grows them and resumes)."""
+
+FULL_SCRATCH = -2
+"""Kernel status: the candidate scratch is full (the caller grows it and resumes)."""
+
+
 @_jit
 def _verify(
     words: Any,
@@ -131,6 +138,9 @@ def _verify(
     radii: Any,
     starts: Any,
     widths: Any,
+    budgets: Any,
+    part_starts: Any,
+    part_widths: Any,
     tables: Any,
     identity: bool,
     scratch: Any,
@@ -141,8 +151,10 @@ def _verify(
 ) -> int:
     """Check the candidates in ``scratch`` (local row, chunk that found it) against the query;
     append the live ones within ``r`` to the output, each once: a row found by chunk ``c`` is
-    skipped when an earlier probed chunk is also within its probe radius (that chunk found it
-    too), so there is no dedupe pass.  Returns the new count or ``-1`` when the output is full.
+    skipped when an earlier probed chunk accepts it too (key within its radius and, for a
+    paired chunk, key plus stored partner bits within its budget: ``layout.accepted_by``), as
+    that chunk found it, so there is no dedupe pass.  Returns the new count or
+    :data:`FULL_OUT`.
 
     Candidates are verified in their own tight loop so the CPU overlaps the cache misses."""
     q0 = q[0]
@@ -175,17 +187,35 @@ def _verify(
             if rc2 >= 0:
                 a = _chunk(rp, starts[c2], widths[c2])
                 b = _chunk(qp, starts[c2], widths[c2])
-                if _popcount64(a ^ b) <= rc2:
-                    dup = True
-                    break
+                dk = _popcount64(a ^ b)
+                if dk <= rc2:
+                    pw2 = part_widths[c2]
+                    if pw2 == 0:
+                        dup = True
+                        break
+                    pa = _chunk(rp, part_starts[c2], pw2)
+                    pb = _chunk(qp, part_starts[c2], pw2)
+                    if dk + _popcount64(pa ^ pb) <= budgets[c2]:
+                        dup = True
+                        break
         if dup:
             continue
         if n_out >= out_ids.shape[0]:
-            return -1
+            return FULL_OUT
         out_ids[n_out] = ident
         out_dist[n_out] = d
         n_out += 1
     return n_out
+
+
+@_jit
+def _inline_key(qp: Any, key: Any, s: int, part_start: int, pw: int) -> Any:
+    """The inline suffix a query is compared with: the chunk key's ``s`` bits below the prefix,
+    then ``pw`` partner bits (``layout.partner_ranges``)."""
+    qs = (key & np.uint64((1 << s) - 1)) << np.uint64(pw)
+    if pw > 0:
+        qs |= _chunk(qp, part_start, pw)
+    return qs
 
 
 @_jit
@@ -199,6 +229,9 @@ def query_segment(
     radii: Any,
     starts: Any,
     widths: Any,
+    budgets: Any,
+    part_starts: Any,
+    part_widths: Any,
     tables: Any,
     identity: bool,
     prefix_bits: int,
@@ -215,13 +248,16 @@ def query_segment(
     n_out: int,
 ) -> int:
     """Probe one sealed (CSR) segment's chunk tables for query ``q``; append hits; return the
-    new count, or ``-1`` when ``scratch`` or the output buffers are full (the caller grows and
-    retries).
+    new count, or :data:`FULL_SCRATCH` / :data:`FULL_OUT` (the caller grows that buffer and
+    retries the query).
 
     The query is first permuted with the segment's layout (chunk keys are ranges of the
     permuted row).  Per chunk, every probed bucket's bounds are read first in a loop of
     independent loads (the CPU overlaps those cache misses), then the buckets are walked with
-    the inline-suffix filter.
+    the inline-suffix filter: for an entry ``x = suffix ^ qs``, its own bits ``x >> pw`` must
+    be within the chunk radius less the prefix distance and all of ``x`` (own plus partner
+    bits) within the chunk's budget less the prefix distance (``layout.accepted_by``; an
+    unpaired chunk has ``pw = 0`` and budget = radius).
     """
     m = starts.shape[0]
     n_cand = 0
@@ -239,7 +275,10 @@ def query_segment(
         s = width - prefix_bits
         key = _chunk(qp, starts[c], width)
         qpre = key >> np.uint64(s)
-        qs = key & np.uint64((1 << s) - 1)
+        pw = part_widths[c]
+        qs = _inline_key(qp, key, s, part_starts[c], pw)
+        shift = np.uint64(pw)
+        bc = budgets[c]
         nm = n_masks_for[rc]
         for t in range(nm):
             bucket = qpre ^ masks[t]
@@ -247,16 +286,18 @@ def query_segment(
             bounds[1, t] = offsets[c, bucket + np.uint64(1)]
         for t in range(nm):
             lim = rc - mask_pop[t]
+            lim_b = bc - mask_pop[t]
             for j in range(bounds[0, t], bounds[1, t]):
-                if _popcount64(np.uint64(suffixes[c, j]) ^ qs) <= lim:
+                x = np.uint64(suffixes[c, j]) ^ qs
+                if _popcount64(x >> shift) <= lim and _popcount64(x) <= lim_b:
                     if n_cand >= cap:
-                        return -1
+                        return FULL_SCRATCH
                     scratch[0, n_cand] = postings[c, j]
                     scratch[1, n_cand] = c
                     n_cand += 1
     return _verify(
-        words, ids_off, id_lo, alive, q, qp, r, radii, starts, widths, tables, identity,
-        scratch, n_cand, out_ids, out_dist, n_out,
+        words, ids_off, id_lo, alive, q, qp, r, radii, starts, widths, budgets, part_starts,
+        part_widths, tables, identity, scratch, n_cand, out_ids, out_dist, n_out,
     )  # fmt: skip
 
 
@@ -271,6 +312,9 @@ def query_open(
     radii: Any,
     starts: Any,
     widths: Any,
+    budgets: Any,
+    part_starts: Any,
+    part_widths: Any,
     tables: Any,
     identity: bool,
     prefix_bits: int,
@@ -287,9 +331,10 @@ def query_open(
 ) -> int:
     """:func:`query_segment` for an open segment, whose buckets are chains: ``head[c, b]`` is
     1 + the newest local row in bucket ``b`` of chunk ``c`` (0: empty) and ``link[c, row]``
-    holds that row's chunk suffix in its high 32 bits and 1 + the next older row of the bucket
-    in its low 32 bits.  Rows at or past ``n_vis`` were added after the caller's snapshot: they
-    are walked through (their links are complete, see :func:`open_append`) but not reported."""
+    holds that row's inline suffix (own bits below the prefix, then partner bits) in its high
+    32 bits and 1 + the next older row of the bucket in its low 32 bits.  Rows at or past
+    ``n_vis`` were added after the caller's snapshot: they are walked through (their links are
+    complete, see :func:`open_append`) but not reported."""
     m = starts.shape[0]
     n_cand = 0
     cap = scratch.shape[1]
@@ -307,7 +352,10 @@ def query_open(
         s = width - prefix_bits
         key = _chunk(qp, starts[c], width)
         qpre = key >> np.uint64(s)
-        qs = key & np.uint64((1 << s) - 1)
+        pw = part_widths[c]
+        qs = _inline_key(qp, key, s, part_starts[c], pw)
+        shift = np.uint64(pw)
+        bc = budgets[c]
         nm = n_masks_for[rc]
         # All probed chains advance one step per round: the loads of a round are
         # independent, so their cache misses overlap (chains are short, a few rounds).
@@ -324,9 +372,14 @@ def query_open(
                 row = bounds[0, a] - 1
                 t = bounds[1, a]
                 e = link[c, row]
-                if row < n_vis and _popcount64((e >> np.uint64(32)) ^ qs) <= rc - mask_pop[t]:
+                x = (e >> np.uint64(32)) ^ qs
+                if (
+                    row < n_vis
+                    and _popcount64(x >> shift) <= rc - mask_pop[t]
+                    and _popcount64(x) <= bc - mask_pop[t]
+                ):
                     if n_cand >= cap:
-                        return -1
+                        return FULL_SCRATCH
                     scratch[0, n_cand] = row
                     scratch[1, n_cand] = c
                     n_cand += 1
@@ -338,18 +391,19 @@ def query_open(
             active = kept
     empty = np.empty(0, dtype=np.uint32)
     return _verify(
-        words, empty, id_lo, alive, q, qp, r, radii, starts, widths, tables, identity,
-        scratch, n_cand, out_ids, out_dist, n_out,
+        words, empty, id_lo, alive, q, qp, r, radii, starts, widths, budgets, part_starts,
+        part_widths, tables, identity, scratch, n_cand, out_ids, out_dist, n_out,
     )  # fmt: skip
 
 
 @_jit
 def open_append(
-    perm: Any, base: int, starts: Any, widths: Any, prefix_bits: int, head: Any, link: Any,
-    buckets: Any,
+    perm: Any, base: int, starts: Any, widths: Any, part_starts: Any, part_widths: Any,
+    prefix_bits: int, head: Any, link: Any, buckets: Any,
 ) -> None:  # fmt: skip
     """Link rows ``base .. base + len(perm)`` (already stored, ``perm`` their permuted words)
-    into an open segment's chains.
+    into an open segment's chains; a link's high 32 bits are the row's inline suffix (its own
+    chunk bits below the prefix, then ``part_widths[c]`` partner bits, as in a sealed segment).
 
     Readers walk chains without a lock while this runs, so a head must never point at a row
     whose link is not written yet.  Hence two passes with a fence between them: first every
@@ -363,11 +417,10 @@ def open_append(
     for c in range(starts.shape[0]):
         width = widths[c]
         s = width - prefix_bits
-        smask = np.uint64((1 << s) - 1)
         for i in range(k):
             key = _chunk(perm[i], starts[c], width)
             buckets[c, i] = np.int64(key >> np.uint64(s))
-            sufs[i] = key & smask
+            sufs[i] = _inline_key(perm[i], key, s, part_starts[c], part_widths[c])
         order = np.argsort(buckets[c], kind="mergesort")
         for x in range(k):
             i = order[x]
@@ -455,6 +508,9 @@ def query_segment_batch(
     radii: Any,
     starts: Any,
     widths: Any,
+    budgets: Any,
+    part_starts: Any,
+    part_widths: Any,
     tables: Any,
     identity: bool,
     prefix_bits: int,
@@ -469,22 +525,30 @@ def query_segment_batch(
     out_q: Any,
     out_ids: Any,
     out_dist: Any,
+    state: Any,
 ) -> int:
-    """:func:`query_segment` over many queries in one call (no Python between queries);
-    ``out_q`` gets the query number of each hit.  Returns the hit count or ``-1``."""
-    n_out = 0
-    for i in range(queries.shape[0]):
+    """:func:`query_segment` over queries ``state[0]..`` in one call (no Python between
+    queries), appending after the ``state[1]`` hits already in the output; ``out_q`` gets the
+    query number of each hit.  Returns 0 when all are done, or the status of the query that
+    did not fit, with ``state`` = (that query, hits before it): the caller grows the buffer
+    and calls again, resuming there."""
+    n_out = state[1]
+    for i in range(state[0], queries.shape[0]):
         got = query_segment(
-            words, ids_off, id_lo, alive, queries[i], r, radii, starts, widths, tables,
-            identity, prefix_bits, offsets, postings, suffixes, masks, mask_pop, n_masks_for,
-            scratch, bounds, out_ids, out_dist, n_out,
+            words, ids_off, id_lo, alive, queries[i], r, radii, starts, widths, budgets,
+            part_starts, part_widths, tables, identity, prefix_bits, offsets, postings,
+            suffixes, masks, mask_pop, n_masks_for, scratch, bounds, out_ids, out_dist, n_out,
         )  # fmt: skip
         if got < 0:
-            return -1
+            state[0] = i
+            state[1] = n_out
+            return got
         for k in range(n_out, got):
             out_q[k] = i
         n_out = got
-    return n_out
+    state[0] = queries.shape[0]
+    state[1] = n_out
+    return 0
 
 
 @_jit
@@ -498,6 +562,9 @@ def query_open_batch(
     radii: Any,
     starts: Any,
     widths: Any,
+    budgets: Any,
+    part_starts: Any,
+    part_widths: Any,
     tables: Any,
     identity: bool,
     prefix_bits: int,
@@ -511,21 +578,27 @@ def query_open_batch(
     out_q: Any,
     out_ids: Any,
     out_dist: Any,
+    state: Any,
 ) -> int:
-    """:func:`query_open` over many queries in one call."""
-    n_out = 0
-    for i in range(queries.shape[0]):
+    """:func:`query_open` over many queries in one call (``state`` as for
+    :func:`query_segment_batch`)."""
+    n_out = state[1]
+    for i in range(state[0], queries.shape[0]):
         got = query_open(
-            words, id_lo, alive, n_vis, queries[i], r, radii, starts, widths, tables, identity,
-            prefix_bits, head, link, masks, mask_pop, n_masks_for, scratch, bounds, out_ids,
-            out_dist, n_out,
+            words, id_lo, alive, n_vis, queries[i], r, radii, starts, widths, budgets,
+            part_starts, part_widths, tables, identity, prefix_bits, head, link, masks,
+            mask_pop, n_masks_for, scratch, bounds, out_ids, out_dist, n_out,
         )  # fmt: skip
         if got < 0:
-            return -1
+            state[0] = i
+            state[1] = n_out
+            return got
         for k in range(n_out, got):
             out_q[k] = i
         n_out = got
-    return n_out
+    state[0] = queries.shape[0]
+    state[1] = n_out
+    return 0
 
 
 @_jit
@@ -540,14 +613,114 @@ def scan_rows_batch(
     out_q: Any,
     out_ids: Any,
     out_dist: Any,
+    state: Any,
 ) -> int:
-    """:func:`scan_rows` over many queries in one call."""
-    n_out = 0
-    for i in range(queries.shape[0]):
+    """:func:`scan_rows` over many queries in one call (``state`` as for
+    :func:`query_segment_batch`)."""
+    n_out = state[1]
+    for i in range(state[0], queries.shape[0]):
         got = scan_rows(words, ids_off, id_lo, alive, hi, queries[i], r, out_ids, out_dist, n_out)
         if got < 0:
-            return -1
+            state[0] = i
+            state[1] = n_out
+            return got
         for k in range(n_out, got):
             out_q[k] = i
         n_out = got
-    return n_out
+    state[0] = queries.shape[0]
+    state[1] = n_out
+    return 0
+
+
+@_jit
+def greedy_chunks(diffs_t: Any, widths: Any, max_level: int, picked: Any) -> None:
+    """The greedy bit allocation of ``tuning.correlated_layout``, compiled and without the GIL
+    (it runs on the maintenance worker, beside adds): ``diffs_t[b, p]`` is True where sample
+    pair ``p`` differs on bit ``b``; ``picked[c, :widths[c]]`` receives chunk ``c``'s bits in
+    pick order.  Same picks as the numpy version, bit for bit: every weight is a power of two
+    ``2**-d`` (``d <= max_level + 1``) and every sum of them stays below ``2**13`` pairs, so
+    all the float arithmetic is exact and the order of additions cannot matter."""
+    n_bits, n_pairs = diffs_t.shape
+    n_words = (n_pairs + 63) >> 6
+    by_bit = np.zeros((n_bits, n_words), dtype=np.uint64)
+    for b in range(n_bits):
+        for p in range(n_pairs):
+            if diffs_t[b, p]:
+                by_bit[b, p >> 6] |= np.uint64(1) << np.uint64(p & 63)
+    n_chunks = widths.shape[0]
+    scale = np.empty(max_level + 2, dtype=np.float64)
+    scale[0] = 1.0
+    for d in range(1, max_level + 2):
+        scale[d] = scale[d - 1] * 0.5
+    level = np.zeros((n_chunks, n_pairs), dtype=np.int8)
+    gain = np.empty((n_chunks, n_bits), dtype=np.float64)
+    for b in range(n_bits):
+        n_diff = 0
+        for w in range(n_words):
+            n_diff += _popcount64(by_bit[b, w])
+        for c in range(n_chunks):
+            gain[c, b] = np.float64(n_diff)
+    left = np.full(n_chunks, np.float64(n_pairs))
+    free = np.ones(n_bits, dtype=np.bool_)
+    count = np.zeros(n_chunks, dtype=np.int64)
+    packed = np.zeros((max_level, n_words), dtype=np.uint64)
+    for _ in range(n_bits):
+        # The chunk with the most weight left (ties: the first), then its best free bit
+        # (ties: the lowest), as max() and np.argmax pick them.
+        c = -1
+        for k in range(n_chunks):
+            if count[k] < widths[k] and (c < 0 or left[k] > left[c]):
+                c = k
+        bit = -1
+        for b in range(n_bits):
+            if free[b] and (bit < 0 or gain[c, b] > gain[c, bit]):
+                bit = b
+        picked[c, count[c]] = bit
+        count[c] += 1
+        free[bit] = False
+        lo = max_level
+        hi = -1
+        for p in range(n_pairs):
+            if diffs_t[bit, p]:
+                d = int(level[c, p])
+                if d < max_level:
+                    packed[d, p >> 6] |= np.uint64(1) << np.uint64(p & 63)
+                    lo = min(lo, d)
+                    hi = max(hi, d)
+                    level[c, p] = d + 1
+                    left[c] -= scale[d + 1]
+        for d in range(lo, hi + 1):
+            for b in range(n_bits):
+                common = 0
+                for w in range(n_words):
+                    common += _popcount64(by_bit[b, w] & packed[d, w])
+                gain[c, b] -= common * scale[d + 1]
+            for w in range(n_words):
+                packed[d, w] = np.uint64(0)
+
+
+@_jit
+def count_work(
+    keys: Any, part: Any, qkeys: Any, qpart: Any, rc: int, budget: int, shift: int, paired: bool
+) -> Any:
+    """One chunk's share of ``tuning.query_work``: over every (query, sample row) pair, the
+    bucket entries the probe scans (key distance above ``shift`` within ``rc``) and the
+    candidates it passes on (key distance within ``rc`` and, ``paired``, key plus partner
+    distance within ``budget``), each minus the query's own row.  Compiled so the tuning that
+    runs on the maintenance worker does not hold the GIL."""
+    cand = 0
+    entries = 0
+    sh = np.uint64(shift)
+    for i in range(qkeys.shape[0]):
+        q = qkeys[i]
+        qp = qpart[i]
+        for j in range(keys.shape[0]):
+            x = keys[j] ^ q
+            if _popcount64(x >> sh) <= rc:
+                entries += 1
+            dist = _popcount64(x)
+            if dist <= rc and (not paired or dist + _popcount64(part[j] ^ qp) <= budget):
+                cand += 1
+        cand -= 1
+        entries -= 1
+    return cand, entries

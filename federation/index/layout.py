@@ -197,14 +197,20 @@ def chunk_radii(radius: int, n_chunks: int = CHUNK_COUNTS[0]) -> npt.NDArray[np.
     return radii
 
 
-@lru_cache(maxsize=1024)
 def chunk_budgets(radius: int, layout: Layout) -> npt.NDArray[np.int64]:
     """Per chunk, the bound on key plus stored partner distance its bucket scan may demand:
     ``ρ_a + ρ_b + 1`` for chunk ``a`` paired with ``b`` (the pair's share of the pigeonhole
-    bound), ``ρ_a`` for an unpaired chunk; ``-1`` for a chunk not probed."""
-    radii = chunk_radii(radius, len(layout.widths))
+    bound), ``ρ_a`` for an unpaired chunk; ``-1`` for a chunk not probed (read-only, cached)."""
+    return _budgets(radius, len(layout.widths), layout.partners)
+
+
+@lru_cache(maxsize=1024)
+def _budgets(radius: int, n_chunks: int, partners: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    # Cached by value, not by layout: a layout holds 256 KB of tables, and tuning scores
+    # several per segment.
+    radii = chunk_radii(radius, n_chunks)
     budgets = radii.copy()
-    for c, partner in enumerate(layout.partners):
+    for c, partner in enumerate(partners):
         if partner >= 0 and radii[c] >= 0:
             budgets[c] = radii[c] + radii[partner] + 1
     budgets.flags.writeable = False
@@ -217,19 +223,32 @@ def partner_ranges(
     """``(starts, widths)`` of the partner bits each chunk's postings carry: the top bits of
     the partner's key (the most informative; see :mod:`federation.index.tuning`), as many as fit
     in ``suffix_bits`` beside the chunk's own bits below the prefix (16 in a CSR segment's
-    uint16 suffixes; a table with wider inline slots may pass more).  Width 0 for an unpaired
-    chunk.  Any subset keeps the search exact (module docstring); more bits reject more
-    candidates before their rows are fetched."""
-    m = len(layout.widths)
+    uint16 suffixes, 32 in an open segment's chain links).  Width 0 for an unpaired chunk.  Any
+    subset keeps the search exact (module docstring); more bits reject more candidates before
+    their rows are fetched.  Read-only arrays, cached."""
+    return _partner_ranges(layout.starts, layout.widths, layout.partners, prefix_bits, suffix_bits)
+
+
+@lru_cache(maxsize=1024)
+def _partner_ranges(
+    offsets: tuple[int, ...],
+    sizes: tuple[int, ...],
+    partners: tuple[int, ...],
+    prefix_bits: int,
+    suffix_bits: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    m = len(sizes)
     starts = np.zeros(m, dtype=np.int64)
     widths = np.zeros(m, dtype=np.int64)
-    for c, partner in enumerate(layout.partners):
+    for c, partner in enumerate(partners):
         if partner < 0:
             continue
-        room = suffix_bits - (layout.widths[c] - min(prefix_bits, layout.widths[c]))
-        w = max(0, min(layout.widths[partner], room))
-        starts[c] = layout.starts[partner] + layout.widths[partner] - w
+        room = suffix_bits - (sizes[c] - min(prefix_bits, sizes[c]))
+        w = max(0, min(sizes[partner], room))
+        starts[c] = offsets[partner] + sizes[partner] - w
         widths[c] = w
+    starts.flags.writeable = False
+    widths.flags.writeable = False
     return starts, widths
 
 

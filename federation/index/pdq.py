@@ -41,27 +41,34 @@ the next rebuild and compaction keeps them under a quarter of the rows held.  Th
 array itself keeps one byte per id ever issued.  While a merge runs, old and new segments
 coexist (peak memory ≈ twice the merged segments).
 
-Threading contract: one writer thread calls ``add``, ``remove``, ``seal``, ``merge``, ``flush``
-and ``save``; any number of threads may call ``query``, ``query_batch``, ``query_dihedral`` and
-``len`` at the same time, without locks.  A query reads the snapshot (:class:`_View`) published
+Threading contract: one writer thread calls ``add``, ``remove``, ``seal``, ``merge``, ``flush``,
+``save`` and ``close``; any number of threads may call ``query``, ``query_batch``,
+``query_dihedral`` and ``len`` at the same time, without locks.  A batch is cut into blocks that
+the calling thread and ``threads - 1`` query threads of the index take in turn; those threads
+start with the first batch and live until :meth:`PdqIndex.close` or until the index is
+garbage-collected, so their scratch buffers keep the sizes earlier batches needed.  A query reads the snapshot (:class:`_View`) published
 last before it started: it sees every add and remove that returned before it started, a rebuild
 either wholly or not at all, and an add or remove concurrent with it either way.
 
-Exactness.  Each segment picks its own bit permutation and chunk count
+Exactness.  Each segment picks its own bit permutation and chunking, plain or paired
 (:mod:`federation.index.tuning`; open segments take the largest sealed segment's layout).
 Results are exact (100% recall) at every radius 0..63: a segment answers radii up to its
-layout's pigeonhole bound (31 for 8 chunks, 43 for 11; see :mod:`federation.index.layout`) from
-its chunk tables and scans its rows beyond that.
+layout's pigeonhole bound (31 for 8 chunks, 43 for 11, 47 for the 12 paired chunks, whose
+probes also apply the partner test; see :mod:`federation.index.layout`) from its chunk tables
+and scans its rows beyond that.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Literal
 
 import numpy as np
@@ -88,6 +95,18 @@ PDQ_MAX_RADIUS = 63
 
 MAX_FROZEN = 2
 """Frozen open segments allowed to wait for their seal before an add waits for the worker."""
+
+BLOCKS_PER_THREAD = 4
+"""A batch query is cut into up to this many blocks per thread, taken by whichever thread is
+free: on a loaded machine one slow core does not hold up the whole batch."""
+
+MIN_BLOCK = 64
+"""Queries per block below which a batch is not cut finer than one block per thread."""
+
+KEEP_BUFFER = 1 << 18
+"""Largest per-thread scratch buffer kept between queries, in columns (6 MB for the hit
+buffer): query threads live as long as the index, and one huge answer should not pin its
+buffers for good."""
 
 _NO_IDS = np.empty(0, dtype=np.uint32)
 
@@ -230,6 +249,11 @@ class PdqIndex:
         self._rebuilt_rows = 0
         self._view = _View((), (), (), self._alive)
         self._local = threading.local()
+        # Batch-query threads (threads - 1 of them: the caller works too), started by the first
+        # batch and kept, so their scratch buffers keep the sizes earlier batches needed.
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_closer: weakref.finalize[..., PdqIndex] | None = None
+        self._pool_lock = threading.Lock()
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -411,7 +435,11 @@ class PdqIndex:
         if layout is None:
             sample = sample_rows(words, seed=int(ids[0]) if ids.shape[0] else 0)
             layout = choose_layout(
-                sample, words.shape[0], self.radius_default, self.max_prefix_bits
+                sample,
+                words.shape[0],
+                self.radius_default,
+                self.max_prefix_bits,
+                paired=True,  # sealed segments apply the partner test
             )
         return build_segment(
             words,
@@ -646,15 +674,7 @@ class PdqIndex:
         if n < 2 * self.threads or self.threads == 1:
             qidx, ids, dist = self._search(view, words, r)
         else:
-            bounds = np.linspace(0, n, self.threads + 1).astype(np.int64).tolist()
-            blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
-            with ThreadPoolExecutor(self.threads) as pool:
-                parts = list(
-                    pool.map(lambda ab: self._search(view, words[ab[0] : ab[1]], r), blocks)
-                )
-            qidx = np.concatenate([p[0] + a for p, (a, _) in zip(parts, blocks, strict=True)])
-            ids = np.concatenate([p[1] for p in parts])
-            dist = np.concatenate([p[2] for p in parts])
+            qidx, ids, dist = self._search_parallel(view, words, r)
         order = np.lexsort((ids, dist, qidx))
         qidx, ids, dist = qidx[order], ids[order], dist[order]
         cuts = np.searchsorted(qidx, np.arange(n + 1)).tolist()
@@ -680,6 +700,79 @@ class PdqIndex:
         order = np.lexsort((ids, dist))
         return Hits(ids[order], dist[order], tr[order])
 
+    def _search_parallel(self, view: _View, queries: npt.NDArray[np.uint64], r: int) -> Found:
+        """:meth:`_search` over blocks of ``queries`` taken in turn by the calling thread and
+        the index's query threads."""
+        n = queries.shape[0]
+        n_blocks = min(BLOCKS_PER_THREAD * self.threads, max(self.threads, n // MIN_BLOCK))
+        cuts = np.linspace(0, n, n_blocks + 1).astype(np.int64).tolist()
+        parts: list[Found | None] = [None] * n_blocks
+        taken = itertools.count()  # next() is atomic under the GIL
+
+        def drain() -> None:
+            while (b := next(taken)) < n_blocks:
+                found = self._search(view, queries[cuts[b] : cuts[b + 1]], r)
+                parts[b] = (found[0] + cuts[b], found[1], found[2])
+
+        helpers = []
+        try:
+            pool = self._query_pool()
+            helpers = [pool.submit(drain) for _ in range(self.threads - 1)]
+        except RuntimeError:  # closed by another thread meanwhile: the caller does it all
+            pass
+        try:
+            drain()
+        finally:
+            for h in helpers:
+                h.result()
+        done = [p for p in parts if p is not None]
+        assert len(done) == n_blocks
+        return (
+            np.concatenate([p[0] for p in done]),
+            np.concatenate([p[1] for p in done]),
+            np.concatenate([p[2] for p in done]),
+        )
+
+    def _query_pool(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self.threads - 1, thread_name_prefix="pdq-index-query"
+                    )
+                    # Shut down when the index is garbage-collected (the threads hold no
+                    # reference to it between batches).
+                    self._pool_closer = weakref.finalize(self, self._pool.shutdown, False)
+                pool = self._pool
+        return pool
+
+    def close(self) -> None:
+        """Stop the batch-query threads and wait for running maintenance (without raising
+        its failure).  The index stays usable: a later batch query starts threads again.
+        Dropping the index without closing it stops its query threads too."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            if self._pool_closer is not None:
+                self._pool_closer.detach()
+                self._pool_closer = None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        with self._cond:
+            while self._worker is not None:
+                self._cond.wait()
+
+    def __enter__(self) -> PdqIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def _search(self, view: _View, queries: npt.NDArray[np.uint64], r: int) -> Found:
         """All hits of a block of queries as unsorted (query number, id, distance) arrays.
 
@@ -691,13 +784,13 @@ class PdqIndex:
         parts = [
             probe_segment(s, alive, queries, r, scratch)
             if r <= s.layout.max_radius
-            else scan_rows(s.words, s.ids_off, s.id_lo, s.rows, alive, queries, r)
+            else scan_rows(s.words, s.ids_off, s.id_lo, s.rows, alive, queries, r, scratch)
             for s in view.segments
         ]
         parts += [
             o.probe(n, alive, queries, r, scratch)
             if r <= o.layout.max_radius
-            else scan_rows(o.words, _NO_IDS, o.id_lo, n, alive, queries, r)
+            else scan_rows(o.words, _NO_IDS, o.id_lo, n, alive, queries, r, scratch)
             for o, n in zip(view.opens, view.counts, strict=True)
             if n
         ]
@@ -737,10 +830,12 @@ class PdqIndex:
         return np.concatenate(qidx), np.concatenate(ids), np.concatenate(dist)
 
     def _buffer(self, name: str, shape: tuple[int, int]) -> npt.NDArray[np.int64]:
-        """A per-thread scratch array reused across queries (allocating ~100 KB per query
-        would cost page faults on every call); grown, never shrunk."""
+        """A per-thread scratch array reused across queries and batches (allocating ~100 KB
+        per query would cost page faults on every call); grown, never shrunk, up to
+        :data:`KEEP_BUFFER` columns: a larger one serves the call that needed it and goes."""
         have: npt.NDArray[np.int64] | None = getattr(self._local, name, None)
         if have is None or have.shape[-1] < shape[-1]:
             have = np.empty(shape, dtype=np.int64)
-            setattr(self._local, name, have)
+            if shape[-1] <= KEEP_BUFFER:
+                setattr(self._local, name, have)
         return have

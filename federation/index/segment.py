@@ -4,11 +4,12 @@ A segment holds a set of index rows (the 32-byte hashes, and the id of each as a
 ``id_lo``, ascending) and has its own :class:`~federation.index.layout.Layout` (bit permutation
 and chunking, chosen from its rows by :mod:`federation.index.tuning`).  For each chunk of the
 permuted row it stores a direct table of ``2**prefix_bits + 1`` offsets over the chunk's top
-bits, the local row numbers sorted by those bits (uint32 postings) and the chunk's remaining low
-bits beside them (uint8 or uint16 suffixes).  A probe reads one offset pair and then filters the
-bucket on the inline suffix before touching the 32-byte hash, so the table can stay at ~1M
-entries per chunk (4 MB, cache friendly) while the effective chunk width stays 23–32 bits.  No
-Python object exists per hash.
+bits, the local row numbers sorted by those bits (uint32 postings) and an inline suffix beside
+them (uint8 or uint16): the chunk's remaining low bits and, in a paired layout, then as many top
+bits of the partner chunk's key as fit in 16 (``layout.partner_ranges``).  A probe reads one
+offset pair and then filters the bucket on the inline suffix before touching the 32-byte hash,
+so the table can stay at ~1M entries per chunk (4 MB, cache friendly) while the effective chunk
+width stays 23–32 bits (40–48 for a pair).  No Python object exists per hash.
 
 Owning its rows is what lets the index drop tombstoned rows when it rebuilds segments (their
 hash, id and postings are simply not copied) and swap a rebuilt segment in with one assignment.
@@ -27,8 +28,10 @@ import numpy.typing as npt
 from federation.index import _kernels
 from federation.index.layout import (
     Layout,
+    chunk_budgets,
     chunk_keys,
     chunk_radii,
+    partner_ranges,
     permute_rows,
     popcount,
     popcount_rows,
@@ -39,8 +42,16 @@ from federation.index.layout import (
 Found = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
 """Unsorted hits of a block of queries: (query number, id, distance)."""
 
-Scratch = Callable[[str, tuple[int, int]], npt.NDArray[np.int64]]
+Buffer = npt.NDArray[np.int64]
+
+Scratch = Callable[[str, tuple[int, int]], Buffer]
 """Per-thread reusable int64 buffer of at least the given shape, by name."""
+
+SCRATCH_START = 8192
+"""Candidates a thread's first probe buffer holds (grown 8x when a query needs more)."""
+
+OUT_START = 256
+"""Hits a thread's first output buffer holds, at least (4 per query of the batch)."""
 
 MAX_SEGMENT_ROWS = 2**32 - 1
 """Postings and id offsets are uint32."""
@@ -65,7 +76,8 @@ class Segment:
     postings: npt.NDArray[np.uint32]
     """``(chunks, rows)`` local row numbers, bucket by bucket."""
     suffixes: npt.NDArray[np.unsignedinteger]
-    """``(chunks, rows)`` low chunk bits of each posting (uint8 or uint16)."""
+    """``(chunks, rows)`` inline suffix of each posting: its chunk bits below the prefix, shifted
+    left past the partner bits that follow them (paired layouts; uint8 or uint16)."""
 
     @property
     def rows(self) -> int:
@@ -85,7 +97,10 @@ class Segment:
 
 
 def suffix_dtype(layout: Layout, prefix_bits: int) -> type[np.unsignedinteger]:
-    """Narrowest dtype holding a chunk's bits below the prefix."""
+    """Narrowest dtype holding a chunk's inline suffix: its bits below the prefix, plus partner
+    bits up to :data:`~federation.index.layout.SUFFIX_BITS` in a paired layout."""
+    if layout.paired:
+        return np.uint16
     return np.uint8 if max(layout.widths) - prefix_bits <= 8 else np.uint16
 
 
@@ -118,6 +133,8 @@ def build_segment(
     else:
         block = permute_rows(words, layout)
 
+    part_starts, part_widths = partner_ranges(layout, p)
+
     def one(c: int) -> None:
         width = widths[c]
         s = width - p
@@ -132,7 +149,11 @@ def build_segment(
             offsets[c, 0] = 0
             np.cumsum(counts, out=offsets[c, 1:])
         postings[c] = order
-        suffixes[c] = (keys & np.uint64((1 << s) - 1))[order]
+        pw = int(part_widths[c])
+        inline = (keys & np.uint64((1 << s) - 1)) << np.uint64(pw)
+        if pw:
+            inline |= chunk_keys(block, int(part_starts[c]), pw)
+        suffixes[c] = inline[order]
 
     if threads > 1 and n >= 65536:
         with ThreadPoolExecutor(threads) as pool:
@@ -155,22 +176,45 @@ def probe_segment(
     masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
     layout = seg.layout
     radii = chunk_radii(r, len(layout.widths))
+    budgets = chunk_budgets(r, layout)
+    part_starts, part_widths = partner_ranges(layout, seg.prefix_bits)
     starts, widths = layout.arrays
     bounds = scratch_for("bounds", (2, masks.shape[0]))
-    scratch_cap, cap = 8192, max(256, 4 * queries.shape[0])
-    while True:
-        scratch = scratch_for("scratch", (2, scratch_cap))
-        out = scratch_for("out", (3, cap))
-        got = _kernels.query_segment_batch(
-            seg.words, seg.ids_off, seg.id_lo, alive, queries, r, radii, starts, widths,
-            layout.tables, layout.identity, seg.prefix_bits, seg.offsets, seg.postings,
-            seg.suffixes, masks, weights, n_masks_for, scratch, bounds, out[0], out[1], out[2],
+
+    def call(scratch: Buffer, out: Buffer, state: Buffer) -> int:
+        return int(
+            _kernels.query_segment_batch(
+                seg.words, seg.ids_off, seg.id_lo, alive, queries, r, radii, starts, widths,
+                budgets, part_starts, part_widths, layout.tables, layout.identity,
+                seg.prefix_bits, seg.offsets, seg.postings, seg.suffixes, masks, weights,
+                n_masks_for, scratch, bounds, out[0], out[1], out[2], state,
+            )
         )  # fmt: skip
-        if got >= 0:
+
+    return run_batch(call, queries.shape[0], scratch_for)
+
+
+def run_batch(
+    call: Callable[[Buffer, Buffer, Buffer], int], n_queries: int, scratch_for: Scratch
+) -> Found:
+    """Drive a batch kernel (``_kernels.query_segment_batch`` and its siblings) over the
+    per-thread buffers: when a query's candidates or hits do not fit, grow that buffer (keeping
+    the hits already found) and resume at that query, so no query is probed twice.  Buffers
+    persist per thread, so a thread's next batch starts with the sizes this one needed."""
+    state = np.zeros(2, dtype=np.int64)
+    scratch = scratch_for("scratch", (2, SCRATCH_START))
+    out = scratch_for("out", (3, max(OUT_START, 4 * n_queries)))
+    while True:
+        status = call(scratch, out, state)
+        got = int(state[1])
+        if status == 0:
             return out[0, :got].copy(), out[1, :got].copy(), out[2, :got].copy()
-        # Cannot tell which buffer overflowed; growing both is cheap and rare.
-        scratch_cap = scratch.shape[1] * 8
-        cap = out.shape[1] * 8
+        if status == _kernels.FULL_SCRATCH:
+            scratch = scratch_for("scratch", (2, scratch.shape[1] * 8))
+        else:
+            bigger = scratch_for("out", (3, out.shape[1] * 8))
+            bigger[:, :got] = out[:, :got]
+            out = bigger
 
 
 def scan_rows(
@@ -181,20 +225,19 @@ def scan_rows(
     alive: npt.NDArray[np.bool_],
     queries: npt.NDArray[np.uint64],
     r: int,
+    scratch_for: Scratch,
 ) -> Found:
     """Brute force over local rows ``[0, hi)`` (numba); ``ids_off`` empty means consecutive
     ids from ``id_lo``."""
-    cap = max(256, 4 * queries.shape[0])
-    while True:
-        out_q = np.empty(cap, dtype=np.int64)
-        out_ids = np.empty(cap, dtype=np.int64)
-        out_dist = np.empty(cap, dtype=np.int64)
-        got = _kernels.scan_rows_batch(
-            words, ids_off, id_lo, alive, hi, queries, r, out_q, out_ids, out_dist
+
+    def call(scratch: Buffer, out: Buffer, state: Buffer) -> int:
+        return int(
+            _kernels.scan_rows_batch(
+                words, ids_off, id_lo, alive, hi, queries, r, out[0], out[1], out[2], state
+            )
         )
-        if got >= 0:
-            return out_q[:got], out_ids[:got], out_dist[:got]
-        cap *= 8
+
+    return run_batch(call, queries.shape[0], scratch_for)
 
 
 def ids_at(
@@ -237,6 +280,8 @@ def query_segment_numpy(
     """The numpy twin of ``_kernels.query_segment``: same ids, same distances."""
     masks, weights, n_masks_for = probe_masks(seg.prefix_bits)
     radii = chunk_radii(radius, len(seg.layout.widths))
+    budgets = chunk_budgets(radius, seg.layout)
+    part_starts, part_widths = partner_ranges(seg.layout, seg.prefix_bits)
     qrow = q.reshape(1, -1)
     qperm = permute_rows(qrow, seg.layout)
     found: list[npt.NDArray[np.uint32]] = []
@@ -256,7 +301,13 @@ def query_segment_numpy(
         starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
         idx = starts + np.arange(total, dtype=np.int64)
         limit = np.repeat(rc - weights[:nm], lens)
-        near = popcount(seg.suffixes[c, idx] ^ (key & ((1 << s) - 1))) <= limit
+        pw = int(part_widths[c])
+        qs = (key & ((1 << s) - 1)) << pw
+        if pw:
+            qs |= int(chunk_keys(qperm, int(part_starts[c]), pw)[0])
+        x = seg.suffixes[c, idx].astype(np.uint64) ^ np.uint64(qs)
+        near = popcount(x >> np.uint64(pw)) <= limit
+        near &= popcount(x) <= limit + (budgets[c] - rc)
         found.append(seg.postings[c, idx[near]])
     return verify_numpy(seg.words, seg.ids_off, seg.id_lo, alive, found, qrow, radius)
 

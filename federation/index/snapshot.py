@@ -51,8 +51,15 @@ from federation.index.segment import Segment, suffix_dtype
 FORMAT = "hashfed-pdq-index"
 """Value of the manifest's ``format`` field."""
 
-FORMAT_VERSION = 1
-"""Bumped whenever the meaning of a file or field changes; other versions are refused."""
+FORMAT_VERSION = 2
+"""Bumped whenever the meaning of a file or field changes; other versions are refused, except
+as :data:`OLDER_VERSIONS` says."""
+
+OLDER_VERSIONS: tuple[int, ...] = (1,)
+"""Versions still read.  Version 2 put partner bits into the suffixes of segments with a paired
+layout; version 1 wrote such segments with plain suffixes, which a version 2 probe would read
+as partner bits and wrongly reject rows by.  So a version 1 snapshot loads only if none of its
+sealed segments is paired (open segments store rows, not suffixes)."""
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 24
@@ -239,7 +246,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     body: dict[str, Any] = manifest["body"]
     if body.get("format") != FORMAT:
         raise _fail(path, f"not a {FORMAT} snapshot")
-    if body.get("version") != FORMAT_VERSION:
+    version = body.get("version")
+    if isinstance(version, bool) or version not in (FORMAT_VERSION, *OLDER_VERSIONS):
         raise _fail(path, f"format version {body.get('version')!r}, expected {FORMAT_VERSION}")
     if manifest.get("sha256") != _digest(body):
         raise _fail(path, f"{MANIFEST} digest does not match its body")
@@ -359,6 +367,11 @@ class _Reader:
             return arrays[f"seg{i}.{field}.npy"]
 
         layout = self._layout(get("order"), meta, what)
+        if layout.paired and self.body["version"] != FORMAT_VERSION:
+            raise self._fail(
+                f"{what}: paired layout in format {self.body['version']}, whose "
+                "suffixes lack the partner bits; rebuild the index"
+            )
         rows, id_lo, p = _int(meta["rows"]), _int(meta["id_lo"]), _int(meta["prefix_bits"], 1)
         m = len(layout.widths)
         if not max(layout.widths) - 16 <= p <= min(layout.widths):

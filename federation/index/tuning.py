@@ -38,6 +38,7 @@ from math import comb
 import numpy as np
 import numpy.typing as npt
 
+from federation.index import _kernels
 from federation.index.layout import (
     CHUNK_COUNTS,
     PAIRED_PARTNERS,
@@ -69,8 +70,8 @@ pdq-like set and take twice as long; 4k were measurably worse)."""
 
 GREEDY_MIN_ROWS = 1 << 19
 """Segments with fewer rows get the entropy-balanced layout: the greedy allocation costs
-0.1–0.2 s per chunk count (256 rounds of popcounts over the pair sample), noise next to
-building half a million rows or more, not next to a small bulk add."""
+0.1–0.2 s per chunk count in numpy (256 rounds of popcounts over the pair sample; ~20 ms
+compiled), noise next to building half a million rows or more, not next to a small bulk add."""
 
 PROBE_COST = 1.0
 """Cost of one bucket probe relative to verifying one candidate.  Measured at 10M rows: a probe
@@ -140,9 +141,27 @@ def correlated_layout(
     sets: exact (weights are powers of two) and, unlike a float matrix-vector product, never
     handed to a multi-threaded BLAS, which stalls when the cores are busy (15x slower measured
     on a loaded 2-core machine).  Pairs past :data:`_MAX_LEVEL` weigh nothing more.
-    ``chunks`` is a count of near-equal chunks or their widths.
+    ``chunks`` is a count of near-equal chunks or their widths.  With numba the same picks are
+    made by ``_kernels.greedy_chunks`` without holding the GIL (:func:`greedy_members`).
     """
     widths = chunk_widths(chunks) if isinstance(chunks, int) else chunks
+    members = greedy_members(diffs, widths, compiled=_kernels.HAVE_NUMBA)
+    # First picks (most separating) last, so they are the top (prefix) bits of the chunk key
+    # and, in a paired layout, the partner bits its partner's postings carry.
+    order = [b for chunk in members for b in reversed(chunk)]
+    return make_layout(order, widths, partners)
+
+
+def greedy_members(
+    diffs: npt.NDArray[np.bool_], widths: tuple[int, ...], *, compiled: bool
+) -> list[list[int]]:
+    """Each chunk's bits in pick order (:func:`correlated_layout`), compiled or in numpy (the
+    two agree exactly; the tests hold them to it)."""
+    if compiled:
+        picked = np.full((len(widths), max(widths)), -1, dtype=np.int64)
+        diffs_t = np.ascontiguousarray(diffs.T)
+        _kernels.greedy_chunks(diffs_t, np.array(widths, dtype=np.int64), _MAX_LEVEL, picked)
+        return [picked[c, :w].tolist() for c, w in enumerate(widths)]
     n_chunks = len(widths)
     n_pairs, n_bits = diffs.shape
     by_bit = np.ascontiguousarray(np.packbits(diffs.T, axis=1, bitorder="little"))
@@ -173,10 +192,7 @@ def correlated_layout(
                 gain[c] -= common * scale[d + 1]
             lv[hit] += 1
         left[c] = float(scale[lv].sum())
-    # First picks (most separating) last, so they are the top (prefix) bits of the chunk key
-    # and, in a paired layout, the partner bits its partner's postings carry.
-    order = [b for chunk in members for b in reversed(chunk)]
-    return make_layout(order, widths, partners)
+    return members
 
 
 _MAX_LEVEL = 24
@@ -192,13 +208,20 @@ def _probes(prefix_bits: int, radii: npt.NDArray[np.int64]) -> int:
 
 
 def query_work(
-    sample: npt.NDArray[np.uint64], layout: Layout, radius: int, n_rows: int, prefix_bits: int
+    sample: npt.NDArray[np.uint64],
+    layout: Layout,
+    radius: int,
+    n_rows: int,
+    prefix_bits: int,
+    *,
+    compiled: bool = _kernels.HAVE_NUMBA,
 ) -> float:
     """Estimated cost of one query on a segment of ``n_rows`` like ``sample``, in candidate
     verifications: candidates and bucket entries are measured with sample rows as queries
     against the sample (a row found by two chunks counts twice, as it costs twice) and scaled
     to ``n_rows``; probes are counted exactly.  A paired layout's candidates are the entries
-    that also pass the partner test (:func:`~federation.index.layout.accepted_by`)."""
+    that also pass the partner test (:func:`~federation.index.layout.accepted_by`).  Counted by
+    ``_kernels.count_work`` (no GIL held) when ``compiled``, else in numpy: the same counts."""
     rows = permute_rows(sample, layout)
     radii = chunk_radii(radius, len(layout.widths))
     budgets = chunk_budgets(radius, layout)
@@ -210,14 +233,22 @@ def query_work(
         if rc < 0:
             continue
         keys = chunk_keys(rows, start, width)
-        part = chunk_keys(rows, int(part_starts[c]), int(part_widths[c]))
-        q_part = chunk_keys(queries, int(part_starts[c]), int(part_widths[c])).tolist()
-        shift = np.uint64(width - min(prefix_bits, width))
-        for q, qp in zip(chunk_keys(queries, start, width).tolist(), q_part, strict=True):
+        q_keys = chunk_keys(queries, start, width)
+        ps, pw = int(part_starts[c]), int(part_widths[c])
+        part, q_part = chunk_keys(rows, ps, pw), chunk_keys(queries, ps, pw)
+        shift = width - min(prefix_bits, width)
+        if compiled:
+            got = _kernels.count_work(
+                keys, part, q_keys, q_part, rc, int(budgets[c]), shift, pw > 0
+            )
+            candidates += int(got[0])
+            entries += int(got[1])
+            continue
+        for q, qp in zip(q_keys.tolist(), q_part.tolist(), strict=True):
             dist = popcount(keys ^ np.uint64(q))
-            near = popcount((keys ^ np.uint64(q)) >> shift)
+            near = popcount((keys ^ np.uint64(q)) >> np.uint64(shift))
             ok = dist <= rc
-            if part_widths[c]:
+            if pw:
                 ok &= dist + popcount(part ^ np.uint64(qp)) <= budgets[c]
             candidates += int(ok.sum()) - 1  # minus the query row itself
             entries += int((near <= rc).sum()) - 1
@@ -241,8 +272,9 @@ def choose_layout(
     weights are a stand-in for the real cost, so the estimate decides).
 
     ``paired`` offers the paired layout (:data:`~federation.index.layout.PAIRED_WIDTHS`) as
-    well; pass it only when the segment's probe applies the partner test, without which that
-    layout is exact but checks many more candidates."""
+    well, scored with its partner test; the index passes it, as all its probes (sealed and open
+    segments, both backends) apply that test.  A probe without it would still be exact with a
+    paired layout, but check many more candidates than the estimate assumed."""
     if sample.shape[0] < 256:
         return default_layout()
     diffs = pair_differences(sample) if n_rows >= GREEDY_MIN_ROWS else None

@@ -112,7 +112,7 @@ def test_choice_follows_the_data() -> None:
 def test_clustered_data_matches_brute_force(
     backend: str, n_chunks: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def forced(sample: npt.NDArray[np.uint64], *_: object) -> Layout:
+    def forced(sample: npt.NDArray[np.uint64], *_: object, **__: object) -> Layout:
         return balanced_layout(bit_entropy(sample), n_chunks)
 
     monkeypatch.setattr(pdq_module, "choose_layout", forced)

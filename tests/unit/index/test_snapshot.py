@@ -291,7 +291,7 @@ def test_layout_the_format_cannot_hold_is_not_saved(tmp_path: Path) -> None:
 def test_paired_layout_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(12)
     paired = make_layout(rng.permutation(256), PAIRED_WIDTHS, PAIRED_PARTNERS)
-    monkeypatch.setattr(pdq_module, "choose_layout", lambda *_: paired)
+    monkeypatch.setattr(pdq_module, "choose_layout", lambda *_, **__: paired)
     q = random_rows(rng, 1)[0]
     rows = planted(rng, 2000, q, 64)
     index = PdqIndex(open_capacity=500, background=False)
