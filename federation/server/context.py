@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import structlog
 from aiohttp import web
 
 from federation.config import NodeConfig
@@ -38,6 +39,8 @@ from federation.sync.service import SyncService
 if TYPE_CHECKING:
     from federation.matching.webhook import AlertSender
     from federation.sync.witness import Witness
+
+log = structlog.get_logger(__name__)
 
 MatchItem = tuple[str, int, SignedEntry]
 """(log origin, index, signed entry) of one entry that became part of a log held here."""
@@ -113,22 +116,31 @@ NODE: web.AppKey[NodeContext] = web.AppKey("node", NodeContext)
 
 class ManifestResolver:
     """The key resolver of the manifest in force: rebuilt whenever a new version is accepted,
-    so suspensions and new transport keys apply to the next request.  Whether a suspension
-    has taken effect is judged by each request's clock (``suspended_at``), not here."""
+    so suspensions, new members and rotated (added or removed) transport keys apply to the
+    next request.  Whether a suspension has taken effect is judged by each request's clock
+    (``suspended_at``), not here."""
 
     def __init__(self, config: NodeConfig, manifest: SignedManifest) -> None:
         self._config = config
         self._inner = build_resolver(config, manifest)
 
     def update(self, manifest: SignedManifest) -> None:
-        """Resolve against ``manifest`` from now on."""
-        self._inner = build_resolver(self._config, manifest)
+        """Resolve against ``manifest`` from now on.
+
+        A version that lists a transport key id one of our clients also uses is refused at
+        start (``duplicate_keyid``); arriving while we run it must not stop authentication,
+        so the clashing peer keys are left out (logged) until the operator renames the client
+        key and restarts.  Our own clients keep working meanwhile.
+        """
+        self._inner = build_resolver(self._config, manifest, strict=False)
 
     def resolve(self, keyid: str, at: int) -> Principal | None:
         return self._inner.resolve(keyid, at)
 
 
-def build_resolver(config: NodeConfig, manifest: SignedManifest) -> ChainResolver:
+def build_resolver(
+    config: NodeConfig, manifest: SignedManifest, *, strict: bool = True
+) -> ChainResolver:
     """Peers from the manifest first (roles = manifest roles), then this node's own clients.
 
     A suspended member's keys carry its ``suspended_at``, so a suspension dated in the future
@@ -136,7 +148,8 @@ def build_resolver(config: NodeConfig, manifest: SignedManifest) -> ChainResolve
     ``suspended_size`` alone refuses them at once.
 
     Key ids must be unique across both, or one could impersonate the other; that is refused
-    here as a configuration error rather than resolved by order.
+    here as a configuration error rather than resolved by order — or, with ``strict`` off
+    (a manifest update at run time), the clashing peer keys are left out and logged.
     """
     peer_keys: list[PeerKey] = []
     for member in manifest.manifest.members:
@@ -162,7 +175,10 @@ def build_resolver(config: NodeConfig, manifest: SignedManifest) -> ChainResolve
         for c in config.clients
     ]
     clash = {k.keyid for k in peer_keys} & {c.keyid for c in clients}
-    if clash:
+    if clash and not strict:
+        log.error("manifest_keyid_clash", keyids=sorted(clash), version=manifest.manifest.version)
+        peer_keys = [k for k in peer_keys if k.keyid not in clash]
+    elif clash:
         raise ConfigError(
             f"client key ids {sorted(clash)} are also transport key ids in the manifest",
             code="duplicate_keyid",

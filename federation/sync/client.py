@@ -5,6 +5,11 @@ signs every request with RFC 9421 through :class:`~federation.client.signer.Sign
 naming the peer's member id as destination.  Route rule: a log is asked for under
 ``/v1/log/...`` when the peer *is* its origin and under ``/v1/logs/{member_id}/...`` otherwise.
 
+A manifest update may move the peer (a new ``endpoint``): :meth:`PeerClient.repoint` sends
+every later request to the new address, while a request already in flight finishes on the old
+one; the old address's HTTP session is closed once nothing uses it.  :meth:`PeerClient.retire`
+does the same for a peer the manifest dropped.
+
 Whatever goes wrong remotely becomes our :class:`~federation.errors.PeerError` with one of
 :data:`PEER_CODES`; the remote's own error code is quoted in the message, never relayed as ours.
 Bodies are read with a size cap, so a hostile peer cannot make us buffer without bound.
@@ -12,6 +17,7 @@ Bodies are read with a size cap, so a hostile peer cannot make us buffer without
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -59,6 +65,15 @@ def _bad(peer: str, what: str) -> PeerError:
     return PeerError(f"peer {peer} sent a bad response: {what}", code=PEER_BAD_RESPONSE)
 
 
+@dataclass(eq=False)
+class _Session:
+    """One HTTP session of a client and how many requests use it right now."""
+
+    http: aiohttp.ClientSession
+    signed: SignedSession
+    users: int = 0
+
+
 class PeerClient:
     """Signed requests to one peer (see module docstring)."""
 
@@ -75,29 +90,87 @@ class PeerClient:
         self._base = URL(peer.endpoint.rstrip("/"))
         self._timeout = timeout
         self._key, self._keyid, self._clock = key, keyid, clock
-        self._session: aiohttp.ClientSession | None = None
-        self._signed_session: SignedSession | None = None
+        self._current: _Session | None = None
+        self._sessions: set[_Session] = set()  # every session not yet closed
+        self._closing: set[asyncio.Task[None]] = set()
+        self._retired = False
 
     @property
-    def _signed(self) -> SignedSession:
+    def endpoint(self) -> str:
+        """The base URL requests go to (the peer's manifest ``endpoint``)."""
+        return str(self._base)
+
+    @property
+    def open_sessions(self) -> int:
+        """HTTP sessions open and not yet being closed: at most one, plus one per earlier
+        address (or retirement) that a request in flight still uses."""
+        return len(self._sessions)
+
+    def repoint(self, endpoint: str) -> bool:
+        """Send requests to ``endpoint`` from now on; True if it differs from the current one.
+
+        Requests in flight finish on the old address; its session is closed when the last of
+        them ends (or at once if none is in flight).  Call it from the event loop.
+        """
+        base = URL(endpoint.rstrip("/"))
+        if base == self._base:
+            return False
+        self._base = base
+        self._drop_current()
+        return True
+
+    def retire(self) -> None:
+        """The peer left the manifest: close the session once requests in flight end.
+
+        A request made afterwards (the rest of a pull that began before) still works; its
+        session is closed as soon as it ends.
+        """
+        self._retired = True
+        self._drop_current()
+
+    def _drop_current(self) -> None:
+        old, self._current = self._current, None
+        if old is not None and old.users == 0:
+            self._close_later(old)
+
+    def _close_later(self, session: _Session) -> None:
+        self._sessions.discard(session)
+        task = asyncio.get_running_loop().create_task(session.http.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _acquire(self) -> _Session:
         # Opened on first use, inside the running loop: building a node (and its clients)
         # must not open sockets or sessions that a caller that never serves would leak.
-        if self._signed_session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._signed_session = SignedSession(
-                self._session,
-                key=self._key,
-                keyid=self._keyid,
-                destination=self.peer_id,
-                clock=self._clock,
+        if self._current is None:
+            http = aiohttp.ClientSession(timeout=self._timeout)
+            signed = SignedSession(
+                http, key=self._key, keyid=self._keyid, destination=self.peer_id, clock=self._clock
             )
-        return self._signed_session
+            self._current = _Session(http, signed)
+            self._sessions.add(self._current)
+        session = self._current
+        session.users += 1
+        return session
+
+    def _release(self, session: _Session) -> None:
+        session.users -= 1
+        if session.users:
+            return
+        if session is self._current and self._retired:
+            self._current = None
+        if session is not self._current:
+            self._close_later(session)
 
     async def close(self) -> None:
-        """Close the session if one was opened (the replicator's owner does this on shutdown)."""
-        if self._session is not None:
-            await self._session.close()
-            self._session, self._signed_session = None, None
+        """Close every session this client opened (the replicator's owner does this on
+        shutdown, after the requests using it have ended or been cancelled)."""
+        self._current = None
+        sessions, self._sessions = list(self._sessions), set()
+        for session in sessions:
+            await session.http.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def _log_path(self, member_id: str, tail: str) -> str:
         prefix = "/v1/log" if member_id == self.peer_id else f"/v1/logs/{member_id}"
@@ -115,8 +188,9 @@ class PeerClient:
         url = self._base.with_path(self._base.path.rstrip("/") + path)
         if query:
             url = url.with_query({k: str(v) for k, v in query.items()})
+        session = self._acquire()
         try:
-            async with self._signed.request(method, url, json=json_body) as resp:
+            async with session.signed.request(method, url, json=json_body) as resp:
                 body = await _read_capped(resp, cap, self.peer_id)
                 if resp.status >= 300:
                     remote = _remote_code(body)
@@ -133,6 +207,8 @@ class PeerClient:
                 f"peer {self.peer_id} unreachable for {method} {path}: {type(exc).__name__}",
                 code=PEER_UNREACHABLE,
             ) from None
+        finally:
+            self._release(session)
 
     async def _json(self, path: str, query: dict[str, int]) -> dict[str, Any]:
         body = await self._request("GET", path, query)

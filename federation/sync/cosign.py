@@ -12,7 +12,8 @@ Like the doorbell, gathering never delays the request that appended: one backgro
 and a burst of appends coalesces to the latest checkpoint (checkpoints are cumulative).  A
 witness that answers 409 tells us the size it holds; we resend with a proof from that size.
 While fewer witnesses than the quorum cosigned, the task retries with backoff until a newer
-checkpoint replaces the pending one.
+checkpoint replaces the pending one.  Witnesses, their endpoints and keys are read from the
+manifest in force at each attempt, so a manifest update applies to the next one.
 """
 
 from __future__ import annotations
@@ -102,6 +103,12 @@ class Cosigner:
         self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="cosigner")
+
+    def retry_now(self) -> None:
+        """A new manifest is in force (a witness may have moved or joined): retry a pending
+        checkpoint at once instead of after the backoff."""
+        if self._latest is not None and not self._closed:
+            self._wake.set()
 
     async def close(self) -> None:
         """Stop gathering (shutdown) and close the HTTP session."""

@@ -39,6 +39,12 @@ class Doorbell:
         """Ring ``peer_id`` too from now on (a manifest update added it)."""
         self._clients[peer_id] = client
 
+    def remove_peer(self, peer_id: str) -> None:
+        """Stop ringing ``peer_id`` (a manifest update dropped it); a notify already in
+        flight to it ends on its own, nothing newer follows."""
+        self._clients.pop(peer_id, None)
+        self._latest.pop(peer_id, None)
+
     def ring(self, origin: str, note: str) -> None:
         """Tell every peer that ``origin``'s log has checkpoint ``note`` (returns at once)."""
         if self._closed:
@@ -49,9 +55,11 @@ class Doorbell:
                 self._tasks[peer] = asyncio.create_task(self._deliver(peer), name=f"notify-{peer}")
 
     async def _deliver(self, peer: str) -> None:
-        client = self._clients[peer]
         try:
             while (pending := self._latest.pop(peer, None)) is not None:
+                client = self._clients.get(peer)
+                if client is None:
+                    return  # removed since it was rung
                 origin, note = pending
                 try:
                     await client.notify(origin, note)

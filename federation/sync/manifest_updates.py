@@ -145,7 +145,12 @@ class ManifestKeeper:
     def _set(self, signed: SignedManifest) -> None:
         self._current = signed
         for listener in self._listeners:
-            listener(signed)
+            # The version is in force (and stored) whatever a listener does: one failing must
+            # not leave the others (authentication, replication) on the previous version.
+            try:
+                listener(signed)
+            except Exception:
+                log.exception("manifest_listener_failed", version=signed.manifest.version)
 
     async def _save(self, signed: SignedManifest) -> None:
         if self._store is None:

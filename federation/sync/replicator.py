@@ -160,6 +160,33 @@ class Replicator:
         self.peers[peer_id] = client
         self._peer_health.setdefault(peer_id, h.PeerHealth(peer_id))
 
+    def remove_peer(self, peer_id: str) -> None:
+        """Stop using ``peer_id`` as a source (a manifest update dropped it).  A pull already
+        using it finishes; its outcome is then charged to nobody but the origin's status."""
+        self.peers.pop(peer_id, None)
+        self._peer_health.pop(peer_id, None)
+
+    def peer_moved(self, peer_id: str) -> bool:
+        """``peer_id``'s endpoint changed (a manifest update): ask it again at once.
+
+        Failures at the old address say nothing about the new one, so its backoff is cleared
+        — unless it is distrusted for serving unverifiable data, which a new address does not
+        undo (see :mod:`federation.sync.health`).  True when something was cleared; the
+        caller then persists it with :meth:`save_peer`.
+        """
+        ph = self._peer_health.get(peer_id)
+        if ph is None or ph.distrusted or not (ph.failures or ph.backoff_until):
+            return False
+        ph.failures, ph.backoff_until = 0, 0
+        return True
+
+    async def save_peer(self, peer_id: str) -> None:
+        """Write ``peer_id``'s health through to storage (if it is still a peer)."""
+        ph = self._peer_health.get(peer_id)
+        if ph is not None:
+            async with self.store.transaction() as conn:
+                await h.save_peer_health(conn, ph)
+
     # --- pulling ----------------------------------------------------------------------------
 
     def _member(self, member_id: str) -> Member:
@@ -168,11 +195,13 @@ class Replicator:
             raise InputError(f"{member_id!r} is not a log this node mirrors", code="unknown_log")
         return member
 
-    def _sources(self, origin: str, now: int) -> list[str]:
+    def _sources(self, origin: str, now: int) -> list[tuple[str, PeerClient]]:
+        """Usable sources, the origin first, with their clients as of now: a manifest update
+        during the pull may drop or re-point a peer, and the pull goes on with these."""
         ordered = ([origin] if origin in self.peers else []) + sorted(
             p for p in self.peers if p != origin
         )
-        return [p for p in ordered if self._peer_health[p].usable(now)]
+        return [(p, self.peers[p]) for p in ordered if self._peer_health[p].usable(now)]
 
     async def sync_origin(self, origin: str) -> int:
         """Pull ``origin``'s log up to the newest checkpoint a source offers; new leaves count."""
@@ -182,14 +211,14 @@ class Replicator:
             oh = self._origin(origin)
             total = 0
             waiting: str | None = None  # a source's "not yet cosigned", shown over relays' errors
-            for source in self._sources(origin, now):
+            for source, client in self._sources(origin, now):
                 async with self.store.read() as conn:
                     oh.frozen = await mirror.is_frozen(conn, member.log_origin)
                     trusted = await mirror.load_trusted(conn, member.log_origin)
                 if oh.frozen:
                     return total
                 try:
-                    total += await self._pull(source, member, trusted, now)
+                    total += await self._pull(source, client, member, trusted, now)
                 except _StaleSource:
                     continue
                 except PeerHTTPError as exc:
@@ -234,9 +263,13 @@ class Replicator:
             return total
 
     async def _pull(
-        self, source: str, member: Member, trusted: TrustedState | None, now: int
+        self,
+        source: str,
+        client: PeerClient,
+        member: Member,
+        trusted: TrustedState | None,
+        now: int,
     ) -> int:
-        client = self.peers[source]
         m = 0 if trusted is None else trusted.size
         note = self._hinted_note(source, member, m, now) or await client.get_checkpoint(member.id)
         cp, _ = open_member_checkpoint(member, note)
@@ -403,7 +436,9 @@ class Replicator:
         reason = f"{source}: {describe(exc)}"
         oh = self._origin(origin)
         oh.last_error, oh.last_error_at = reason, now
-        ph = self._peer_health[source]
+        ph = self._peer_health.get(source)
+        if ph is None:
+            return  # dropped from the manifest while this pull used it
         distrust = origin if isinstance(exc, VerificationError) else None
         h.mark_failure(ph, describe(exc), now, distrust_origin=distrust)
         async with self.store.transaction() as conn:
@@ -415,7 +450,9 @@ class Replicator:
     async def _succeed(self, origin: str, source: str, now: int) -> None:
         oh = self._origin(origin)
         oh.last_success, oh.last_source = now, source
-        ph = self._peer_health[source]
+        ph = self._peer_health.get(source)
+        if ph is None:
+            return  # dropped from the manifest while this pull used it
         before = (ph.failures, ph.backoff_until)
         h.mark_success(ph, now, origin)
         recovered = before != (ph.failures, ph.backoff_until)
@@ -446,7 +483,11 @@ class Replicator:
             while not self._stopping:
                 self._wake.clear()
                 now = loop.time()
-                for origin in self.origins():
+                origins = self.origins()
+                for gone in next_poll.keys() - origins:  # a manifest update dropped it
+                    del next_poll[gone]
+                self._pending.intersection_update(origins)
+                for origin in origins:
                     if next_poll.get(origin, 0.0) <= now:
                         self._pending.add(origin)
                         next_poll[origin] = now + self.poll_interval

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import aiohttp
@@ -19,7 +19,7 @@ import structlog
 
 from federation.config import SyncSection
 from federation.core.keys import SigningKey
-from federation.core.manifest import Manifest
+from federation.core.manifest import Manifest, Member
 from federation.log import mirror, reader
 from federation.store import Store
 from federation.sync.client import PeerClient
@@ -76,6 +76,7 @@ class SyncService:
         self.doorbell = Doorbell(self.clients)
         self._store = store
         self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()  # small jobs of manifest updates
         self._key, self._keyid, self._clock, self._timeout = transport_key, keyid, clock, timeout
         self.origin = origin
         self.cosigner = (
@@ -116,6 +117,8 @@ class SyncService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
         await self.doorbell.close()
         if self.cosigner is not None:
             await self.cosigner.close()
@@ -143,21 +146,77 @@ class SyncService:
         self.replicator.poke(member_id)
 
     def set_manifest(self, manifest: Manifest) -> None:
-        """A new manifest is in force: verify against it and talk to members it adds.
+        """A new manifest is in force: verify, pull, ring and cosign by it from now on.
 
-        Existing peer clients are kept (an endpoint change takes a restart); a member the new
-        version suspends stays a peer, but its new entries fail verification (spec §3 step 6).
+        All in one step, with no await (spec/sync.md §10): pulls verify against the new
+        version; a member it adds becomes a peer; a member it drops stops being one (its
+        client is retired); a member whose ``endpoint`` changed is asked at its new address,
+        its backoff from the old one cleared.  A pull in flight keeps the clients and the
+        manifest it started with and finishes; every origin is then pulled again at once, by
+        the new values.  A member the new version suspends stays a peer (it may relay other
+        logs), but its own new entries fail verification (spec §3 step 6).
         """
+        old = self.replicator.manifest
         self.replicator.manifest = manifest
-        for member in manifest.members:
-            if member.id == self.self_id or member.id in self.clients:
-                continue
-            client = PeerClient(
-                member, key=self._key, keyid=self._keyid, clock=self._clock, timeout=self._timeout
-            )
-            self.clients[member.id] = client
-            self.doorbell.add_peer(member.id, client)
-            self.replicator.add_peer(member.id, client)
+        members = {m.id: m for m in manifest.members if m.id != self.self_id}
+        for peer_id in sorted(self.clients.keys() - members.keys()):
+            client = self.clients.pop(peer_id)
+            self.doorbell.remove_peer(peer_id)
+            self.replicator.remove_peer(peer_id)
+            client.retire()
+            log.info("peer_removed", peer=peer_id, version=manifest.version)
+        for member in members.values():
+            known = self.clients.get(member.id)
+            if known is None:
+                client = PeerClient(
+                    member,
+                    key=self._key,
+                    keyid=self._keyid,
+                    clock=self._clock,
+                    timeout=self._timeout,
+                )
+                self.clients[member.id] = client
+                self.doorbell.add_peer(member.id, client)
+                self.replicator.add_peer(member.id, client)
+                log.info("peer_added", peer=member.id, version=manifest.version)
+            elif known.repoint(member.endpoint):
+                if self.replicator.peer_moved(member.id):
+                    self._background(self.replicator.save_peer(member.id), "save-peer")
+                log.info(
+                    "peer_moved", peer=member.id, endpoint=member.endpoint, version=manifest.version
+                )
+        for origin in self.replicator.origins():
+            self.replicator.poke(origin)
+        if self.cosigner is not None:
+            self.cosigner.retry_now()
+            if self.enabled and _witnessing(old, self.self_id) != _witnessing(
+                manifest, self.self_id
+            ):
+                # New or moved witnesses, or a new quorum: have our current checkpoint
+                # cosigned now, not at our next append (peers may wait for it).
+                self._background(self._cosign_current(), "cosign-current")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` (a short job of a manifest update) in the background; :meth:`close`
+        waits for it.  A failure is logged: the next pull or append does the same again."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("manifest_job_failed", job=name)
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _cosign_current(self) -> None:
+        if self.cosigner is None or self.origin is None or not self.cosigner.wanted():
+            return
+        async with self._store.read() as conn:
+            state = await reader.log_state(conn, self.origin)
+        if state.size:
+            self.cosigner.submit(state.note)
 
     async def notify(self, sender: str, body: bytes) -> dict[str, Any]:
         """Handle a doorbell from authenticated peer ``sender`` (the JSON of the 202)."""
@@ -176,3 +235,10 @@ class SyncService:
         """Number of evidence records (for ``/metrics``)."""
         async with self._store.read() as conn:
             return await mirror.count_evidence(conn)
+
+
+def _witnessing(manifest: Manifest, self_id: str) -> tuple[int, tuple[Member, ...]]:
+    """What decides who cosigns our checkpoints: the quorum and the witnesses (as members:
+    their endpoints and keys), as far as a manifest can change them."""
+    listed = tuple(m for m in manifest.members if m.id != self_id and m.witness_vkey is not None)
+    return manifest.policy.witness_quorum, listed
