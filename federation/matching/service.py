@@ -150,6 +150,7 @@ class MatchService:
         ``/readyz`` while the segment is built (nothing else writes to the index until the
         load is over: ``on_entries`` only buffers until then).
         """
+        started = time.perf_counter()
         room = sum(h.size for h in heads.values())
         words = np.empty((room, PDQ_WORDS), dtype=np.uint64)  # pages touched only as filled
         parts: list[tuple[str, npt.NDArray[np.int64]]] = []
@@ -175,7 +176,15 @@ class MatchService:
                         self.book.record(target, member, r.verdict)
             if indexes:
                 parts.append((member, np.concatenate(indexes)))
+        read = time.perf_counter()
         await asyncio.to_thread(self.index.add_pdq_words, words[:at], parts)
+        log.info(
+            "match_index_read",
+            entries=room,
+            pdq=at,
+            read_seconds=round(read - started, 3),
+            build_seconds=round(time.perf_counter() - read, 3),
+        )
         return retractions
 
     async def on_entries(self, items: Sequence[MatchItem]) -> None:
