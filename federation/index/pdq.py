@@ -43,12 +43,13 @@ coexist (peak memory ≈ twice the merged segments).
 
 Threading contract: one writer thread calls ``add``, ``remove``, ``seal``, ``merge``, ``flush``,
 ``save`` and ``close``; any number of threads may call ``query``, ``query_batch``,
-``query_dihedral`` and ``len`` at the same time, without locks.  A batch is cut into blocks that
-the calling thread and ``threads - 1`` query threads of the index take in turn; those threads
-start with the first batch and live until :meth:`PdqIndex.close` or until the index is
-garbage-collected, so their scratch buffers keep the sizes earlier batches needed.  A query reads the snapshot (:class:`_View`) published
-last before it started: it sees every add and remove that returned before it started, a rebuild
-either wholly or not at all, and an add or remove concurrent with it either way.
+``query_dihedral`` and ``len`` at the same time, without locks.  A query reads the snapshot
+(:class:`_View`) published last before it started: it sees every add and remove that returned
+before it started, a rebuild either wholly or not at all, and an add or remove concurrent with
+it either way.  A batch is cut into blocks that the calling thread and ``threads - 1`` query
+threads of the index take in turn; those threads start with the first batch and live until
+:meth:`PdqIndex.close` or until the index is garbage-collected, so their scratch buffers keep
+the sizes earlier batches needed.
 
 Exactness.  Each segment picks its own bit permutation and chunking, plain or paired
 (:mod:`federation.index.tuning`; open segments take the largest sealed segment's layout).

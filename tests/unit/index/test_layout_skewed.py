@@ -27,6 +27,7 @@ from federation.index.layout import (
     partner_ranges,
     popcount_rows,
 )
+from federation.index.open_segment import OpenSegment
 from federation.index.pdq import PdqIndex
 from federation.index.tuning import (
     GREEDY_MIN_ROWS,
@@ -34,6 +35,7 @@ from federation.index.tuning import (
     bit_entropy,
     choose_layout,
     correlated_layout,
+    greedy_members,
     pair_differences,
     prefix_bits_for,
     query_work,
@@ -305,3 +307,42 @@ def test_paired_layouts_match_brute_force(seed: int, backend: str) -> None:
             assert pairs_of(index.query(q, radius)) == brute(stored, alive, q, radius)
     for hits, q in zip(index.query_batch(np.stack(queries), 31), queries, strict=True):
         assert pairs_of(hits) == brute(stored, alive, q, 31)
+
+
+@pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="numba not importable")
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    widths=st.sampled_from([chunk_widths(11), chunk_widths(8), PAIRED_WIDTHS]),
+    n_pairs=st.sampled_from([1000, 1024]),
+    twins=st.booleans(),
+)
+def test_compiled_tuning_picks_what_numpy_picks(
+    seed: int, widths: tuple[int, ...], n_pairs: int, twins: bool
+) -> None:
+    """Tuning runs compiled (no GIL) where numba exists and in numpy elsewhere; two nodes with
+    the same rows must still build the same tables, so the two agree exactly."""
+    rng = np.random.default_rng(seed)
+    sample = twin_rows(rng, 2048) if twins else factor_rows(rng, 2048)
+    diffs = pair_differences(sample, n_pairs, seed=seed % 7)
+    members = greedy_members(diffs, widths, compiled=True)
+    assert members == greedy_members(diffs, widths, compiled=False)
+    assert sorted(b for chunk in members for b in chunk) == list(range(256))
+    partners = PAIRED_PARTNERS if widths == PAIRED_WIDTHS else ()
+    layout = correlated_layout(diffs, widths, partners)
+    for radius, p in ((31, 20), (12, 11)):
+        work = query_work(sample, layout, radius, 10_000_000, p, compiled=True)
+        assert work == query_work(sample, layout, radius, 10_000_000, p, compiled=False)
+
+
+def test_open_segments_carry_whole_partner_keys() -> None:
+    """An open segment's chain links have 32 bits for the inline suffix, so at the usual
+    capacities a paired chunk's links hold its partner's whole key beside its own low bits
+    (a sealed segment's 16-bit suffixes hold the partner's top bits only)."""
+    layout = make_layout(np.arange(256), PAIRED_WIDTHS, PAIRED_PARTNERS)
+    opened = OpenSegment(0, 65536, layout, max_prefix_bits=20, use_numba=False)
+    own = [w - opened.prefix_bits for w in PAIRED_WIDTHS]
+    assert opened.part_widths.tolist() == [PAIRED_WIDTHS[p] for p in PAIRED_PARTNERS]
+    assert all(o + w <= 32 for o, w in zip(own, opened.part_widths.tolist(), strict=True))
+    _, sealed = partner_ranges(layout, 20)
+    assert (sealed < opened.part_widths).any()

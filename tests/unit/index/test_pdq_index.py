@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import weakref
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,7 +16,7 @@ from federation.index import _kernels
 from federation.index.layout import MIH_MAX_RADIUS, chunk_radii, mih_max_radius
 from federation.index.pdq import PdqIndex, pdq_words
 
-from .hashes import as_pairs, brute, flip, planted
+from .hashes import as_pairs, brute, flip, planted, random_rows
 
 BACKENDS = [
     "numpy",
@@ -120,3 +124,64 @@ def test_hex_and_bytes_forms_agree() -> None:
     index = PdqIndex()
     (row,) = index.add([h]).tolist()
     assert index.query(bytes.fromhex(h), 0).ids.tolist() == [row]
+
+
+def _query_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("pdq-index-query")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batches_with_answers_past_every_buffer_match_brute_force(backend: str) -> None:
+    """Queries whose candidates and hits overflow the probe buffers many times over, between
+    ordinary ones, in sealed and open segments: each query's answer is exact and whole (the
+    hits found before a buffer grew are kept, and the queries after it are all answered)."""
+    rng = np.random.default_rng(21)
+    dup = random_rows(rng, 1)[0]
+    copies = np.repeat(dup.reshape(1, 4), 12_000, axis=0)
+    stored = np.concatenate([random_rows(rng, 3000), copies, planted(rng, 500, dup, 31)])
+    stored = stored[rng.permutation(stored.shape[0])]
+    index = PdqIndex(backend=backend, open_capacity=6000, threads=3, background=False)  # type: ignore[arg-type]
+    index.add(stored[:14_000])  # one sealed segment ...
+    for a in range(14_000, stored.shape[0], 700):
+        index.add(stored[a : a + 700])  # ... and an open one, both full of copies
+    assert index.stats().open_rows
+    assert index.stats().segments
+    index.remove(np.arange(0, stored.shape[0], 7))
+    alive = np.ones(stored.shape[0], dtype=np.bool_)
+    alive[::7] = False
+    near = [flip(dup, rng.choice(256, k, replace=False)) for k in (0, 3, 17, 31, 40)]
+    queries = np.stack([stored[5], *near[:2], stored[9], *near[2:], stored[11], dup])
+    for radius in (0, 31, 48):
+        got = index.query_batch(np.concatenate([queries] * 3), radius)
+        for hits, q in zip(got, np.concatenate([queries] * 3), strict=True):
+            assert as_pairs(hits) == brute(stored, alive, q, radius)
+        assert len(got[1]) > 9000  # the overflowing queries really are there
+    index.close()
+
+
+@pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="numba not importable")
+def test_query_threads_end_with_close_and_with_the_index() -> None:
+    rng = np.random.default_rng(22)
+    rows = random_rows(rng, 2000)
+    before = _query_threads()
+    index = PdqIndex(threads=3, background=False)
+    index.add(rows)
+    want = [as_pairs(index.query(q)) for q in rows[:40]]
+    assert [as_pairs(h) for h in index.query_batch(rows[:40])] == want
+    first = _query_threads() - before
+    assert 1 <= len(first) <= 2  # threads - 1 helpers; the caller works too
+    assert [as_pairs(h) for h in index.query_batch(rows[:40])] == want
+    assert _query_threads() - before == first  # kept between batches
+    index.close()
+    assert not any(t.is_alive() for t in first)
+    assert [as_pairs(h) for h in index.query_batch(rows[:40])] == want  # usable after close
+    second = _query_threads() - before
+    assert second
+    assert not second & first
+    dropped = weakref.ref(index)
+    del index
+    gc.collect()
+    assert dropped() is None
+    for t in second:
+        t.join(timeout=30)  # a liveness bound, not a timing: shutdown only wakes them
+        assert not t.is_alive()

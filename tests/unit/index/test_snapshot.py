@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from federation.errors import StorageError
 from federation.index import pdq as pdq_module
 from federation.index import snapshot
-from federation.index.layout import PAIRED_PARTNERS, PAIRED_WIDTHS, make_layout
+from federation.index.layout import PAIRED_PARTNERS, PAIRED_WIDTHS, chunk_widths, make_layout
 from federation.index.pdq import PdqIndex
 from federation.index.snapshot import FORMAT_VERSION, MANIFEST
 
@@ -307,3 +307,29 @@ def test_paired_layout_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     alive = np.ones(rows.shape[0], dtype=np.bool_)
     for r in RADII:
         assert as_pairs(loaded.query(q, r)) == brute(rows, alive, q, r)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_format_1_loads_unless_a_sealed_segment_is_paired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paired: bool
+) -> None:
+    """Format 1 stored paired segments' suffixes without partner bits: read as format 2 they
+    would make probes reject true neighbours, so such a snapshot is refused; any other
+    format 1 snapshot means what it meant and loads."""
+    rng = np.random.default_rng(13)
+    widths, partners = (PAIRED_WIDTHS, PAIRED_PARTNERS) if paired else (chunk_widths(11), ())
+    layout = make_layout(rng.permutation(256), widths, partners)
+    monkeypatch.setattr(pdq_module, "choose_layout", lambda *_, **__: layout)
+    q = random_rows(rng, 1)[0]
+    rows = planted(rng, 1500, q, 40)
+    index = PdqIndex(open_capacity=500, background=False)
+    index.add(rows[:1000])
+    index.add(rows[1000:1100])
+    index.save(tmp_path / "s")
+    _rewrite_manifest(tmp_path / "s", _set("version", 1))
+    if paired:
+        with pytest.raises(StorageError, match="paired layout in format 1"):
+            PdqIndex.load(tmp_path / "s")
+        return
+    loaded = PdqIndex.load(tmp_path / "s")
+    assert_same_answers(index, loaded, rows)
