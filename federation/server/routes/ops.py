@@ -53,7 +53,10 @@ async def metrics(request: web.Request) -> web.Response:
         "hashfed_log_size": ("Tree size of each log held (own and mirrored).", log_sizes),
         "hashfed_index_size": ("Entries in the match index by kind.", index),
         "hashfed_ready": ("1 when the match index is loaded.", {(): float(_ready(ctx))}),
-        "hashfed_evidence": ("Evidence records held: split views and duplicate entry ids (origins frozen).", evidence),
+        "hashfed_evidence": (
+            "Evidence records held: split views and duplicate entry ids (origins frozen).",
+            evidence,
+        ),
     }
     text = ctx.metrics.render(gauges)
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
