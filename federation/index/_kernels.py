@@ -15,6 +15,7 @@ is the index-wide tombstone array indexed by id.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -23,10 +24,16 @@ import numpy as np
 F = TypeVar("F", bound=Callable[..., Any])
 
 numba: Any
+_cgutils: Any
+_llvm_ir: Any
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     import numba
     from numba.core import types as _nbtypes
     from numba.extending import intrinsic as _intrinsic
+
+    # untyped modules, used only to emit the prefetch intrinsic
+    _cgutils = importlib.import_module("numba.core.cgutils")
+    _llvm_ir = importlib.import_module("llvmlite.ir")
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
@@ -68,6 +75,45 @@ def _make_fence() -> Callable[[], None]:
 
 
 _fence = _make_fence()
+
+
+def _make_prefetch() -> Callable[[Any, Any], None]:
+    """``prefetch(arr, i)``: ask the CPU to start loading element ``i`` of the 1-D array
+    ``arr`` into cache (LLVM ``llvm.prefetch``: read, keep in all levels), without waiting for
+    it and without faulting on any address.  A probe knows where it will read long before it
+    reads there — every bucket's run once the bucket bounds are in, every candidate's row once
+    the candidates are listed — and these loads miss cache at 10M rows; issued early they
+    overlap.  Without numba nothing runs compiled and a no-op stands in."""
+    if numba is None:  # pragma: no cover
+        return lambda arr, i: None
+
+    @_intrinsic
+    def prefetch(typingctx: Any, arr: Any, i: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = _cgutils.get_item_pointer(
+                context, builder, aryty, ary, [args[1]], wraparound=False, boundscheck=False
+            )
+            i8p = _llvm_ir.IntType(8).as_pointer()
+            i32 = _llvm_ir.IntType(32)
+            fnty = _llvm_ir.FunctionType(_llvm_ir.VoidType(), [i8p, i32, i32, i32])
+            # The unmangled name: LLVM renames it to its pointer type's overload when parsing.
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+            rw, locality, data = (_llvm_ir.Constant(i32, v) for v in (0, 3, 1))
+            builder.call(fn, [builder.bitcast(ptr, i8p), rw, locality, data])
+            return context.get_dummy_value()
+
+        return _nbtypes.void(arr, i), codegen
+
+    return cast(Callable[[Any, Any], None], prefetch)
+
+
+_prefetch = _make_prefetch()
+
+PREFETCH_ROWS = 16
+"""How many candidates ahead :func:`_verify` prefetches rows (8 and 16 measured alike on
+pdq-like data, 16 better where candidates are many)."""
 
 
 @_jit
@@ -156,13 +202,18 @@ def _verify(
     that chunk found it, so there is no dedupe pass.  Returns the new count or
     :data:`FULL_OUT`.
 
-    Candidates are verified in their own tight loop so the CPU overlaps the cache misses."""
+    Candidates are verified in their own tight loop, each row prefetched
+    :data:`PREFETCH_ROWS` candidates ahead, so their cache misses overlap."""
     q0 = q[0]
     q1 = q[1]
     q2 = q[2]
     q3 = q[3]
     rp = np.empty(4, dtype=np.uint64)
+    for i in range(min(n_cand, PREFETCH_ROWS)):
+        _prefetch(words[scratch[0, i]], 0)
     for i in range(n_cand):
+        if i + PREFETCH_ROWS < n_cand:
+            _prefetch(words[scratch[0, i + PREFETCH_ROWS]], 0)
         row = scratch[0, i]
         d = (
             _popcount64(words[row, 0] ^ q0)
@@ -253,8 +304,9 @@ def query_segment(
 
     The query is first permuted with the segment's layout (chunk keys are ranges of the
     permuted row).  Per chunk, every probed bucket's bounds are read first in a loop of
-    independent loads (the CPU overlaps those cache misses), then the buckets are walked with
-    the inline-suffix filter: for an entry ``x = suffix ^ qs``, its own bits ``x >> pw`` must
+    independent loads (the CPU overlaps those cache misses), which also prefetches the start of
+    each non-empty bucket's suffixes and postings, then the buckets are walked with the
+    inline-suffix filter: for an entry ``x = suffix ^ qs``, its own bits ``x >> pw`` must
     be within the chunk radius less the prefix distance and all of ``x`` (own plus partner
     bits) within the chunk's budget less the prefix distance (``layout.accepted_by``; an
     unpaired chunk has ``pw = 0`` and budget = radius).
@@ -282,8 +334,13 @@ def query_segment(
         nm = n_masks_for[rc]
         for t in range(nm):
             bucket = qpre ^ masks[t]
-            bounds[0, t] = offsets[c, bucket]
-            bounds[1, t] = offsets[c, bucket + np.uint64(1)]
+            lo = offsets[c, bucket]
+            hi = offsets[c, bucket + np.uint64(1)]
+            bounds[0, t] = lo
+            bounds[1, t] = hi
+            if lo < hi:
+                _prefetch(suffixes[c], lo)
+                _prefetch(postings[c], lo)
         for t in range(nm):
             lim = rc - mask_pop[t]
             lim_b = bc - mask_pop[t]
