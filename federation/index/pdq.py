@@ -725,7 +725,10 @@ class PdqIndex:
             drain()
         finally:
             for h in helpers:
-                h.result()
+                # A helper still queued (behind another batch's) would find no block left:
+                # cancel it rather than wait for the batch ahead of it.
+                if not h.cancel():
+                    h.result()
         done = [p for p in parts if p is not None]
         assert len(done) == n_blocks
         return (

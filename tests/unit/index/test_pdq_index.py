@@ -185,3 +185,32 @@ def test_query_threads_end_with_close_and_with_the_index() -> None:
     for t in second:
         t.join(timeout=30)  # a liveness bound, not a timing: shutdown only wakes them
         assert not t.is_alive()
+
+
+@pytest.mark.skipif(not _kernels.HAVE_NUMBA, reason="numba not importable")
+def test_concurrent_batches_share_the_query_threads() -> None:
+    rng = np.random.default_rng(23)
+    rows = random_rows(rng, 3000)
+    queries = np.stack([flip(rows[i], np.arange(i % 20)) for i in range(0, 3000, 25)])
+    with PdqIndex(threads=2, open_capacity=1000, background=False) as index:
+        index.add(rows[:2000])
+        index.add(rows[2000:2500])
+        index.add(rows[2500:])
+        want = [as_pairs(index.query(q, 19)) for q in queries]
+        errors: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                for _ in range(5):
+                    got = index.query_batch(queries, 19)
+                    assert [as_pairs(h) for h in got] == want
+            except BaseException as exc:  # re-raised below
+                errors.append(exc)
+
+        readers = [threading.Thread(target=reader) for _ in range(4)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join()
+        assert not errors
+        assert all(len(w) == 1 for w in want)
