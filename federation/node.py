@@ -166,6 +166,9 @@ async def open_context(config: NodeConfig, clock: Callable[[], float] = time.tim
     )
     keeper.subscribe(resolver.update)
     keeper.subscribe(lambda signed: sync.set_manifest(signed.manifest))
+    set_policy = getattr(matcher, "set_policy", None)  # MatchService: match radius, quarantine
+    if set_policy is not None:
+        keeper.subscribe(lambda signed: set_policy(signed.manifest.policy))
     return NodeContext(
         config=config,
         store=store,

@@ -40,6 +40,12 @@ class LocalContent:
         self._index.add(kind, value, EntryRef(_LOCAL, local_id))
         self._ids.add(local_id)
 
+    def set_threshold(self, pdq_threshold: int) -> None:
+        """Check new submissions within ``pdq_threshold`` from now on (a manifest update
+        changed the policy); future segments of the small index are laid out for it too."""
+        self.pdq_threshold = pdq_threshold
+        self._index.pdq.radius_default = pdq_threshold
+
     def check(self, kind: str, value: str) -> list[LocalHit]:
         """Local rows matching a new signal: PDQ within the threshold, others exactly."""
         if not self._ids:

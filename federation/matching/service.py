@@ -20,6 +20,11 @@ tombstone, opinions update a small per-entry book (:mod:`federation.matching.sta
 rebuild.  Entries are keyed by (member id of the origin, log index), the form retractions and
 opinions use to point at their target.
 
+Policy.  The match policy of the manifest in force — ``pdq_threshold`` (the default radius of
+matches and local-content checks) and ``quarantine_false_positives`` — is held as one
+reference, :attr:`MatchService.policy`, read once per request; :meth:`MatchService.set_policy`
+swaps it when an accepted manifest update changes it (spec/sync.md §10), no restart.
+
 Memory per indexed entry is what :class:`federation.index.MatchIndex` keeps (the hash and two
 numeric ref columns for PDQ).  Labels and leaf hashes are read from the database for the hits
 of a request only (:func:`federation.matching.storage.entry_details`).
@@ -194,6 +199,34 @@ class MatchService:
             return
         await self._record_alerts(self._apply(items))
 
+    def set_policy(self, policy: Policy) -> None:
+        """Match with ``policy`` from the next request on: its ``pdq_threshold`` is the default
+        radius of matches and local-content checks, and its ``quarantine_false_positives`` is
+        re-applied to every entry with opinions (lowering it quarantines the entries that now
+        reach it, raising it releases those below it; ``stats`` counts follow).
+
+        Synchronous, nothing awaited: on the event loop no request or append runs between its
+        steps, so each sees the old policy or the new one, never half.  A request already past
+        its index search finishes with the radius and quarantine it searched with.  Costs
+        O(entries with opinions), only when one of the two values changes.
+        """
+        old = self.policy
+        if (old.pdq_threshold, old.quarantine_false_positives) != (
+            policy.pdq_threshold,
+            policy.quarantine_false_positives,
+        ):
+            self.book.set_quarantine_after(policy.quarantine_false_positives)
+            self.local.set_threshold(policy.pdq_threshold)
+            # layout tuning of segments built from now on; any radius stays exact regardless
+            self.index.pdq.radius_default = policy.pdq_threshold
+            log.info(
+                "match_policy_changed",
+                pdq_threshold=policy.pdq_threshold,
+                quarantine_false_positives=policy.quarantine_false_positives,
+                quarantined=self.book.quarantined_count,
+            )
+        self.policy = policy
+
     def stats(self) -> dict[str, int]:
         """Index sizes by kind, tombstones, entries with opinions, quarantined, local content."""
         return {
@@ -301,7 +334,8 @@ class MatchService:
     ) -> list[SignalResult]:
         """Matches of each (kind, normalised value), ordered by (distance, origin, index)."""
         store = self._store_or_fail()
-        hits = [self.search(k, v, max_distance, dihedral=dihedral) for k, v in signals]
+        radius = self.policy.pdq_threshold if max_distance is None else max_distance  # one read
+        hits = [self.search(k, v, radius, dihedral=dihedral) for k, v in signals]
         refs = sorted(
             {(self._logs[m.ref.origin], m.ref.index) for found in hits for m in found[:MAX_MATCHES]}
         )

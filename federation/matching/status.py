@@ -15,6 +15,11 @@ entry so match results tell a platform how far to trust a hit:
 A member's *latest* opinion about an entry replaces its earlier one (logs are ordered, so
 "latest" is well defined per member), which lets a member correct a mistaken verdict.  Only
 entries that received opinions cost memory here; the rest are ``active`` by absence.
+
+The threshold follows the manifest in force: :meth:`OpinionBook.set_quarantine_after`
+re-evaluates every entry with opinions when an accepted update changes it (spec/sync.md §10),
+so the quarantined set is always what the current threshold says, whichever threshold was in
+force when each opinion arrived.
 """
 
 from __future__ import annotations
@@ -58,15 +63,36 @@ class OpinionBook:
             return  # unknown verdicts cannot reach here (entries are validated); ignore safely
         by_member = self._verdicts.setdefault(target, {})
         by_member[member] = verdict
-        if self.quarantine_after <= 0:
-            return
-        independent = sum(
-            1 for m, v in by_member.items() if v == "false_positive" and m != target[0]
-        )
-        if independent >= self.quarantine_after:
+        if self._reaches(target, by_member, self.quarantine_after):
             self._quarantined.add(target)
         else:
             self._quarantined.discard(target)
+
+    def set_quarantine_after(self, quarantine_after: int) -> None:
+        """Use ``quarantine_after`` from now on and re-evaluate every entry with opinions under
+        it, both ways: lowering it quarantines the entries that now reach it, raising it (or
+        0, which disables quarantine) releases those below it.
+
+        O(opinions held).  The new set is built aside and swapped in by one assignment, so a
+        reader never sees some entries judged by the old threshold and some by the new.
+        """
+        self._quarantined = {
+            target
+            for target, by_member in self._verdicts.items()
+            if self._reaches(target, by_member, quarantine_after)
+        }
+        self.quarantine_after = quarantine_after
+
+    @staticmethod
+    def _reaches(target: EntryKey, by_member: dict[str, str], quarantine_after: int) -> bool:
+        """Whether enough members other than the origin currently call ``target`` a false
+        positive (never, when quarantine is disabled)."""
+        if quarantine_after <= 0:
+            return False
+        independent = sum(
+            1 for m, v in by_member.items() if v == "false_positive" and m != target[0]
+        )
+        return independent >= quarantine_after
 
     def is_quarantined(self, target: EntryKey) -> bool:
         """Whether ``target`` is currently withheld from results."""
