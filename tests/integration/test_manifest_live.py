@@ -1,6 +1,6 @@
 """A manifest update takes effect in running nodes: a member moves its node to a new address,
 the stewards publish the new endpoint, and the other nodes — never restarted — replicate from
-it there (spec/sync.md §10)."""
+it there; a new ``pdq_threshold`` changes what ``/v1/match`` finds (spec/sync.md §10)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import pytest
 
 from federation.core.manifest import signed_manifest_json
 from tests.integration.harness import Node, free_ports, make_federation, wait_until
-from tests.integration.test_federation import post, reaches, size_of, start_all, stop_all, submit
+from tests.integration.test_federation import (
+    LABELS,
+    post,
+    reaches,
+    size_of,
+    start_all,
+    stop_all,
+    submit,
+)
 from tests.integration.test_manifest_update import (
     MEMBERS,
     ROLES,
@@ -98,3 +106,46 @@ async def test_member_moves_and_peers_follow_the_new_endpoint_without_restart(
         assert all(n.proc is not None and n.proc.poll() is None for n in others)
     finally:
         stop_all(*nodes.values())
+
+
+BASE = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+
+
+def near(bits: int) -> str:
+    """BASE with its lowest ``bits`` bits flipped: at Hamming distance ``bits``."""
+    return f"{int(BASE, 16) ^ ((1 << bits) - 1):064x}"
+
+
+async def pdq_matches(node: Node, value: str) -> list[int]:
+    """Indexes of the entries matching PDQ ``value`` at the policy's default radius."""
+    status, body = await post(node, "/v1/match", {"signals": [{"kind": "pdq", "value": value}]})
+    assert status == 200, body
+    return [m["index"] for m in body["results"][0]["matches"]]
+
+
+async def test_new_pdq_threshold_changes_matches_without_restart(tmp_path: Path) -> None:
+    fed = make_federation(tmp_path)
+    assert fed.steward is not None
+    node = Node(fed.members["police"])
+    await start_all(node)
+    try:
+        assert node.proc is not None
+        pid = node.proc.pid
+        item = {"id": "pdq-0", "signal": {"kind": "pdq", "value": BASE, "quality": 90}}
+        status, body = await post(
+            node, "/v1/submissions", {"submissions": [item | {"labels": LABELS}]}
+        )
+        assert status == 201, body
+        assert genesis(fed).manifest.policy.pdq_threshold == 31
+        assert await pdq_matches(node, near(25)) == [0]
+
+        policy = genesis(fed).manifest.policy.model_copy(update={"pdq_threshold": 20})
+        v2 = update(fed, 2, [fed.steward], policy=policy)
+        status, body = await post(node, "/v1/manifest", signed_manifest_json(v2))
+        assert (status, body) == (200, {"version": 2, "outcome": "accepted"})
+        assert await pdq_matches(node, near(25)) == []
+        assert await pdq_matches(node, near(20)) == [0]
+        assert node.proc.pid == pid
+        assert node.proc.poll() is None  # the same process throughout
+    finally:
+        stop_all(node)
