@@ -284,6 +284,7 @@ class MatchService:
                             "idx": idx,
                             "distance": hit.distance,
                             "created": now,
+                            "_key": key,
                         }
                     )
             elif isinstance(entry, Retraction):
@@ -293,7 +294,15 @@ class MatchService:
                 target = (entry.target.origin, entry.target.index)
                 self.book.record(target, entry.origin, entry.verdict)
         flush()
-        return alerts
+        # Judged after the whole batch: an entry retracted or quarantined by a later item of
+        # the same batch (or quarantined by opinions that arrived before it) raises no alert
+        # (spec/protocol.md §13: "neither retracted nor quarantined").
+        live = []
+        for alert in alerts:
+            key = alert.pop("_key")
+            if key not in self._retracted and not self.book.is_quarantined(key):
+                live.append(alert)
+        return live
 
     def _retract(self, key: EntryKey) -> None:
         self._retracted.add(key)

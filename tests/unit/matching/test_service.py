@@ -187,6 +187,26 @@ async def test_dihedral_query_reports_the_transform(store: Store) -> None:
     assert [(m.index, m.distance, m.transform) for m in found.matches] == [(0, 0, "rot270")]
 
 
+async def test_no_alert_for_an_entry_retracted_or_quarantined_when_it_arrives(
+    store: Store,
+) -> None:
+    """A mirrored batch can hold an entry and its retraction, and opinions from another log can
+    arrive before the entry they judge: neither may alert (protocol.md §13)."""
+    police, hotline = await member(store, "police"), await member(store, "hotline")
+    svc = MatchService(Policy(quarantine_false_positives=1), clock=lambda: 1_800_000_000)
+    await svc.load(store)
+    await svc.add_local([("upload-1", "md5", "03" * 16), ("upload-2", "md5", "05" * 16)])
+    first, subs = await police.append([police.md5("03" * 16), police.md5("05" * 16)])
+    _, retraction = await police.append([police.retract(ref(first, 0))])
+    _, opinion = await hotline.append([hotline.opinion(ref(first, 1), "false_positive")])
+    await svc.on_entries(opinion)  # the hotline's log is mirrored first
+    await svc.on_entries(subs + retraction)  # one mirrored batch of police's log
+    assert await svc.alerts(0, 100) == []
+    _, later = await police.append([police.md5("03" * 16)])
+    await svc.on_entries(later)
+    assert [a["index"] for a in await svc.alerts(0, 100)] == [3]
+
+
 async def test_local_content_alerts_on_new_matching_submissions(store: Store) -> None:
     police = await member(store, "police")
     svc = MatchService(Policy(), clock=lambda: 1_800_000_000)
