@@ -77,23 +77,27 @@ def _make_fence() -> Callable[[], None]:
 _fence = _make_fence()
 
 
-def _make_prefetch() -> Callable[[Any, Any], None]:
-    """``prefetch(arr, i)``: ask the CPU to start loading element ``i`` of the 1-D array
-    ``arr`` into cache (LLVM ``llvm.prefetch``: read, keep in all levels), without waiting for
+def _make_prefetch() -> Callable[[Any, Any, Any], None]:
+    """``prefetch(arr, i, j)``: ask the CPU to start loading element ``[i, j]`` of the 2-D
+    array ``arr`` into cache (LLVM ``llvm.prefetch``: read, keep in all levels), without waiting for
     it and without faulting on any address.  A probe knows where it will read long before it
     reads there — every bucket's run once the bucket bounds are in, every candidate's row once
     the candidates are listed — and these loads miss cache at 10M rows; issued early they
     overlap.  Without numba nothing runs compiled and a no-op stands in."""
     if numba is None:  # pragma: no cover
-        return lambda arr, i: None
+        return lambda arr, i, j: None
 
     @_intrinsic
-    def prefetch(typingctx: Any, arr: Any, i: Any) -> Any:
+    def prefetch(typingctx: Any, arr: Any, i: Any, j: Any) -> Any:
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             aryty = signature.args[0]
             ary = context.make_array(aryty)(context, builder, args[0])
+            index = [
+                context.cast(builder, v, t, _nbtypes.intp)
+                for v, t in zip(args[1:], signature.args[1:], strict=True)
+            ]
             ptr = _cgutils.get_item_pointer(
-                context, builder, aryty, ary, [args[1]], wraparound=False, boundscheck=False
+                context, builder, aryty, ary, index, wraparound=False, boundscheck=False
             )
             i8p = _llvm_ir.IntType(8).as_pointer()
             i32 = _llvm_ir.IntType(32)
@@ -104,9 +108,9 @@ def _make_prefetch() -> Callable[[Any, Any], None]:
             builder.call(fn, [builder.bitcast(ptr, i8p), rw, locality, data])
             return context.get_dummy_value()
 
-        return _nbtypes.void(arr, i), codegen
+        return _nbtypes.void(arr, i, j), codegen
 
-    return cast(Callable[[Any, Any], None], prefetch)
+    return cast(Callable[[Any, Any, Any], None], prefetch)
 
 
 _prefetch = _make_prefetch()
@@ -210,10 +214,10 @@ def _verify(
     q3 = q[3]
     rp = np.empty(4, dtype=np.uint64)
     for i in range(min(n_cand, PREFETCH_ROWS)):
-        _prefetch(words[scratch[0, i]], 0)
+        _prefetch(words, scratch[0, i], 0)
     for i in range(n_cand):
         if i + PREFETCH_ROWS < n_cand:
-            _prefetch(words[scratch[0, i + PREFETCH_ROWS]], 0)
+            _prefetch(words, scratch[0, i + PREFETCH_ROWS], 0)
         row = scratch[0, i]
         d = (
             _popcount64(words[row, 0] ^ q0)
@@ -339,8 +343,8 @@ def query_segment(
             bounds[0, t] = lo
             bounds[1, t] = hi
             if lo < hi:
-                _prefetch(suffixes[c], lo)
-                _prefetch(postings[c], lo)
+                _prefetch(suffixes, c, lo)
+                _prefetch(postings, c, lo)
         for t in range(nm):
             lim = rc - mask_pop[t]
             lim_b = bc - mask_pop[t]
