@@ -181,7 +181,9 @@ def test_back_dated_entries_beyond_suspended_size_fail(
     asyncio.run(thief_appends(node.spec, now - 3600, 2))
     node.start()
 
-    by_time = suspend_police(federation, tmp_path / "by-time.json", suspended_at=now)
+    # now + 1: the fixture's honest entries may carry this very second as `created`, and the
+    # rule refuses entries created at or after suspended_at.
+    by_time = suspend_police(federation, tmp_path / "by-time.json", suspended_at=now + 1)
     result = hashfed("audit", "--manifest", by_time, node.url, "--no-state", "--json")
     assert result.returncode == 0, result.stdout + result.stderr  # the gap
 
