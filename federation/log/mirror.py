@@ -399,25 +399,30 @@ async def record_evidence(
     The log stays at its last good checkpoint; its first freeze reason is kept.  Returns False
     when this exact pair was already on record (gossip repeats itself).
     """
+    same = (evidence.c.note_a == note_a, evidence.c.note_b == note_b)
+    detail = json.dumps([base64.b64encode(p).decode() for p in proof]) if proof else None
+    values = {"note_a": note_a, "note_b": note_b, "proof": detail}
+    return await _keep_and_freeze(conn, origin, same, values, reason, now, source)
+
+
+async def _keep_and_freeze(
+    conn: AsyncConnection,
+    origin: str,
+    same: tuple[Any, ...],
+    values: dict[str, Any],
+    reason: str,
+    now: int,
+    source: str | None,
+) -> bool:
+    """Insert an evidence row unless one matching ``same`` is on record, then freeze the log
+    (keeping its first freeze reason); True if the row is new."""
     existing = (
-        await conn.execute(
-            select(evidence.c.id).where(
-                evidence.c.origin == origin,
-                evidence.c.note_a == note_a,
-                evidence.c.note_b == note_b,
-            )
-        )
+        await conn.execute(select(evidence.c.id).where(evidence.c.origin == origin, *same))
     ).first()
     if existing is None:
         await conn.execute(
             evidence.insert().values(
-                origin=origin,
-                note_a=note_a,
-                note_b=note_b,
-                proof=json.dumps([base64.b64encode(p).decode() for p in proof]) if proof else None,
-                reason=reason,
-                source=source,
-                detected_at=now,
+                origin=origin, reason=reason, source=source, detected_at=now, **values
             )
         )
     await conn.execute(
@@ -453,33 +458,9 @@ async def record_duplicate(
         },
         sort_keys=True,
     )
-    existing = (
-        await conn.execute(
-            select(evidence.c.id).where(
-                evidence.c.origin == origin,
-                evidence.c.note_b == exc.note,
-                evidence.c.proof == detail,
-            )
-        )
-    ).first()
-    if existing is None:
-        await conn.execute(
-            evidence.insert().values(
-                origin=origin,
-                note_a=exc.held_note,
-                note_b=exc.note,
-                proof=detail,
-                reason=reason,
-                source=source,
-                detected_at=now,
-            )
-        )
-    await conn.execute(
-        update(logs)
-        .where(logs.c.origin == origin, logs.c.frozen.is_(False))
-        .values(frozen=True, frozen_reason=reason)
-    )
-    return existing is None
+    same = (evidence.c.note_b == exc.note, evidence.c.proof == detail)
+    values = {"note_a": exc.held_note, "note_b": exc.note, "proof": detail}
+    return await _keep_and_freeze(conn, origin, same, values, reason, now, source)
 
 
 def _evidence_json(r: Any) -> dict[str, object]:
