@@ -29,11 +29,10 @@ from federation.core.entries import Submission
 from federation.core.labels import Labels
 from federation.core.manifest import Policy
 from federation.core.signals import PdqSignal
-from federation.log.writer import LogWriter
 from federation.matching.service import MatchService
 from federation.store import open_store
 from tests import dbs
-from tests.integration.harness import MemberSpec, Node, client, make_federation
+from tests.integration.harness import MemberSpec, Node, client, make_federation, member_writer
 
 LABELS = {"categories": ["csam"], "severity": "high", "confirmed_by": "police"}
 CONCURRENCY = 8
@@ -112,30 +111,21 @@ async def _populate(spec: MemberSpec, url: str, n: int, seed: int) -> list[str]:
     """Append ``n`` PDQ submissions straight into the log; returns their hashes."""
     rng = random.Random(seed)
     labels = Labels.model_validate(LABELS)
-    store = await open_store(url)
-    writer = LogWriter(
-        store,
-        member_id=spec.member_id,
-        origin=spec.log_origin,
-        key=spec.log_key,
-        clock=time.time,
-    )
-    await writer.open()
     values = [_hex(rng) for _ in range(n)]
     step = 5000
-    for at in range(0, n, step):
-        batch = [
-            Submission(
-                origin=spec.member_id,
-                id=f"pop-{i}",
-                created=1_700_000_000,
-                signal=PdqSignal(value=values[i], quality=90),
-                labels=labels,
-            )
-            for i in range(at, min(n, at + step))
-        ]
-        await writer.append(batch)
-    await store.close()
+    async with member_writer(spec, url) as writer:
+        for at in range(0, n, step):
+            batch = [
+                Submission(
+                    origin=spec.member_id,
+                    id=f"pop-{i}",
+                    created=1_700_000_000,
+                    signal=PdqSignal(value=values[i], quality=90),
+                    labels=labels,
+                )
+                for i in range(at, min(n, at + step))
+            ]
+            await writer.append(batch)
     return values
 
 

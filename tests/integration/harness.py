@@ -350,15 +350,11 @@ async def client(node: Node, name: str = "cli") -> AsyncIterator[SignedSession]:
         )
 
 
-async def populate_log(spec: MemberSpec, count: int, *, batch: int = 1000, start: int = 0) -> None:
-    """Append ``count`` MD5 submissions to ``spec``'s own log directly, before its node starts.
-
-    Goes through the real :class:`LogWriter` (signed entries, signed checkpoints), just without
-    HTTP, so a test or benchmark can hold a large federation without waiting for requests.
-    """
-    store = await open_store(f"sqlite:///{spec.config.parent / 'node.db'}")
-    labels = Labels(categories=("csam",), severity="high", confirmed_by="police")
-    now = int(time.time())
+@asynccontextmanager
+async def member_writer(spec: MemberSpec, url: str | None = None) -> AsyncIterator[LogWriter]:
+    """``spec``'s real :class:`LogWriter` on its node's database (or ``url``), opened, with no
+    node running: how tests and benchmarks append in bulk, or play a thief holding the key."""
+    store = await open_store(url or f"sqlite:///{spec.config.parent / 'node.db'}")
     try:
         writer = LogWriter(
             store,
@@ -368,6 +364,20 @@ async def populate_log(spec: MemberSpec, count: int, *, batch: int = 1000, start
             clock=time.time,
         )
         await writer.open()
+        yield writer
+    finally:
+        await store.close()
+
+
+async def populate_log(spec: MemberSpec, count: int, *, batch: int = 1000, start: int = 0) -> None:
+    """Append ``count`` MD5 submissions to ``spec``'s own log directly, before its node starts.
+
+    Goes through the real :class:`LogWriter` (signed entries, signed checkpoints), just without
+    HTTP, so a test or benchmark can hold a large federation without waiting for requests.
+    """
+    labels = Labels(categories=("csam",), severity="high", confirmed_by="police")
+    now = int(time.time())
+    async with member_writer(spec) as writer:
         for first in range(start, start + count, batch):
             await writer.append(
                 [
@@ -381,5 +391,3 @@ async def populate_log(spec: MemberSpec, count: int, *, batch: int = 1000, start
                     for n in range(first, min(first + batch, start + count))
                 ]
             )
-    finally:
-        await store.close()

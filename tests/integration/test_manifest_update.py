@@ -26,14 +26,13 @@ from federation.core.manifest import (
     signed_manifest_json,
 )
 from federation.core.signals import Md5Signal
-from federation.log.writer import LogWriter
-from federation.store import open_store
 from tests.integration.harness import (
     Federation,
     MemberSpec,
     Node,
     client,
     make_federation,
+    member_writer,
     wait_until,
 )
 from tests.integration.test_federation import (
@@ -145,17 +144,8 @@ def suspended(fed: Federation, member_id: str, **suspension: int) -> tuple[Membe
 async def thief_appends(spec: MemberSpec, created: int, count: int) -> None:
     """What a thief holding ``spec``'s log key does: append entries with a back-dated
     ``created`` to the same (not forked) history, through the real log writer."""
-    store = await open_store(f"sqlite:///{spec.config.parent / 'node.db'}")
     labels = Labels(categories=("csam",), severity="high", confirmed_by="police")
-    try:
-        writer = LogWriter(
-            store,
-            member_id=spec.member_id,
-            origin=spec.log_origin,
-            key=spec.log_key,
-            clock=time.time,
-        )
-        await writer.open()
+    async with member_writer(spec) as writer:
         await writer.append(
             [
                 Submission(
@@ -168,8 +158,6 @@ async def thief_appends(spec: MemberSpec, created: int, count: int) -> None:
                 for n in range(count)
             ]
         )
-    finally:
-        await store.close()
 
 
 async def peer_error(node: Node, peer: str) -> str | None:
