@@ -249,7 +249,7 @@ class MatchService:
         time cost more than appending it to the log, and left 100 small arrays behind.
         """
         now = int(self._clock())
-        alerts: list[dict[str, Any]] = []
+        alerts: list[tuple[EntryKey, dict[str, Any]]] = []
         pdq_member = ""
         pdq_values: list[str] = []
         pdq_indexes: list[int] = []
@@ -278,14 +278,16 @@ class MatchService:
                     self.index.add(kind, value, EntryRef(entry.origin, idx))
                 for hit in self.local.check(kind, value):
                     alerts.append(
-                        {
-                            "local_id": hit.local_id,
-                            "origin": origin,
-                            "idx": idx,
-                            "distance": hit.distance,
-                            "created": now,
-                            "_key": key,
-                        }
+                        (
+                            key,
+                            {
+                                "local_id": hit.local_id,
+                                "origin": origin,
+                                "idx": idx,
+                                "distance": hit.distance,
+                                "created": now,
+                            },
+                        )
                     )
             elif isinstance(entry, Retraction):
                 flush()
@@ -297,12 +299,11 @@ class MatchService:
         # Judged after the whole batch: an entry retracted or quarantined by a later item of
         # the same batch (or quarantined by opinions that arrived before it) raises no alert
         # (spec/protocol.md §13: "neither retracted nor quarantined").
-        live = []
-        for alert in alerts:
-            key = alert.pop("_key")
-            if key not in self._retracted and not self.book.is_quarantined(key):
-                live.append(alert)
-        return live
+        return [
+            alert
+            for key, alert in alerts
+            if key not in self._retracted and not self.book.is_quarantined(key)
+        ]
 
     def _retract(self, key: EntryKey) -> None:
         self._retracted.add(key)
